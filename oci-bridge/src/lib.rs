@@ -1,0 +1,1 @@
+//! Not built yet: see ARCHITECTURE.md for what this crate will hold.
