@@ -1,0 +1,314 @@
+//! The one shared wasmtime `Engine`, its epoch ticker thread, and the
+//! compiled-artifact cache (in memory, and on disk keyed by module digest +
+//! engine fingerprint, so a module is compiled once per node and target).
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use wasmtime::component::Component;
+use wasmtime::{Engine, InstanceAllocationStrategy, Module, PoolingAllocationConfig, Precompiled};
+
+use crate::Error;
+
+/// How the engine is sized. The defaults fit a node that runs up to a
+/// thousand wasm instances at once.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// Instances that may exist at once (running commands, in-flight HTTP
+    /// requests, idle pre-instantiated handlers): the pooling allocator
+    /// reserves address space for this many up front.
+    pub max_instances: u32,
+    /// The largest linear memory any guest may have (a pod's memory limit
+    /// lowers it per container).
+    pub max_memory_bytes: usize,
+    /// How often the epoch advances: the granularity of CPU limits,
+    /// timeouts and preemption.
+    pub epoch_tick: Duration,
+    /// A running guest yields to the executor after this many ticks, so a
+    /// spinning guest never holds a worker thread longer than that.
+    pub slice_ticks: u64,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            max_instances: 1000,
+            max_memory_bytes: 4 << 30,
+            epoch_tick: Duration::from_millis(1),
+            slice_ticks: 10,
+        }
+    }
+}
+
+pub(crate) fn build_engine(cfg: &EngineConfig) -> Result<Engine, Error> {
+    let n = cfg.max_instances.max(1);
+    let mut pool = PoolingAllocationConfig::new();
+    pool.total_component_instances(n)
+        // A component holds a few core instances (its module plus the shims
+        // wit-component adds) and tables; usually one memory.
+        .total_core_instances(n.saturating_mul(4))
+        .total_tables(n.saturating_mul(4))
+        .total_memories(n)
+        // One fiber stack per guest call in flight.
+        .total_stacks(n)
+        .max_memory_size(cfg.max_memory_bytes)
+        // Reuse the slots of recently dropped instances of the same module:
+        // their memory images are already mapped.
+        .max_unused_warm_slots(n.min(100))
+        // Zeroing a small touched prefix is cheaper than madvise+refault.
+        .linear_memory_keep_resident(64 << 10)
+        .table_keep_resident(16 << 10);
+    let mut c = wasmtime::Config::new();
+    c.epoch_interruption(true)
+        .wasm_component_model(true)
+        .memory_init_cow(true)
+        .parallel_compilation(true)
+        .cranelift_opt_level(wasmtime::OptLevel::Speed)
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    Engine::new(&c).map_err(|e| Error::Engine(format!("{e:#}")))
+}
+
+/// Advances the engine's epoch every tick on its own thread, so that a guest
+/// spinning on a tokio worker still reaches its deadline callback.
+pub(crate) struct Ticker {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Ticker {
+    pub(crate) fn start(engine: Engine, tick: Duration) -> Result<Ticker, Error> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("wasm-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(tick);
+                    engine.increment_epoch();
+                }
+            })
+            .map_err(Error::Threads)?;
+        Ok(Ticker {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// What a wasm binary is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WasmKind {
+    Module,
+    Component,
+}
+
+impl WasmKind {
+    /// Looks at the preamble: `\0asm`, then version 1 (core module) or
+    /// layer 1 (component).
+    pub fn detect(bytes: &[u8]) -> Option<WasmKind> {
+        if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
+            return None;
+        }
+        match &bytes[4..8] {
+            [1, 0, 0, 0] => Some(WasmKind::Module),
+            [_, _, 1, 0] => Some(WasmKind::Component),
+            _ => None,
+        }
+    }
+}
+
+/// A compiled module or component, shared by every container that runs it.
+#[derive(Clone)]
+pub enum Compiled {
+    Module(Module),
+    Component(Component),
+}
+
+impl Compiled {
+    pub fn kind(&self) -> WasmKind {
+        match self {
+            Compiled::Module(_) => WasmKind::Module,
+            Compiled::Component(_) => WasmKind::Component,
+        }
+    }
+}
+
+/// Where a compiled artifact came from, for the benchmark and the logs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CompileSource {
+    Memory,
+    Disk,
+    Compiled,
+}
+
+/// Compiled artifacts in memory by digest, and on disk under
+/// `<dir>/<fingerprint>/<digest hex>.cwasm`.
+pub(crate) struct CompileCache {
+    engine: Engine,
+    dir: PathBuf,
+    fingerprint: String,
+    memory: Mutex<HashMap<String, Compiled>>,
+}
+
+impl CompileCache {
+    pub(crate) fn new(engine: Engine, dir: &Path) -> CompileCache {
+        let fingerprint = fingerprint(&engine);
+        CompileCache {
+            dir: dir.join(&fingerprint),
+            engine,
+            fingerprint,
+            memory: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub(crate) fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+
+    fn path(&self, digest: &str) -> PathBuf {
+        let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
+        self.dir.join(format!("{hex}.cwasm"))
+    }
+
+    /// The compiled artifact for `digest` if memory or disk has it, without
+    /// the wasm bytes (a node that compiled a module once need not pull it
+    /// again).
+    pub(crate) fn lookup(&self, digest: &str) -> Option<(Compiled, CompileSource)> {
+        if let Some(c) = self.memory.lock().get(digest) {
+            return Some((c.clone(), CompileSource::Memory));
+        }
+        let path = self.path(digest);
+        let compiled = self.load_file(&path)?;
+        self.memory
+            .lock()
+            .insert(digest.to_string(), compiled.clone());
+        Some((compiled, CompileSource::Disk))
+    }
+
+    fn load_file(&self, path: &Path) -> Option<Compiled> {
+        let kind = Engine::detect_precompiled_file(path).ok()??;
+        // SAFETY: the file is one this cache wrote (compiled by this very
+        // engine configuration: the fingerprint is in its directory name) and
+        // renamed into place atomically; wasmtime still checks its header and
+        // compatibility and refuses a mismatched one.
+        #[allow(unsafe_code)]
+        let loaded = unsafe {
+            match kind {
+                Precompiled::Module => {
+                    Module::deserialize_file(&self.engine, path).map(Compiled::Module)
+                }
+                Precompiled::Component => {
+                    Component::deserialize_file(&self.engine, path).map(Compiled::Component)
+                }
+            }
+        };
+        match loaded {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %format!("{e:#}"), "discarding unusable compiled artifact");
+                let _ = std::fs::remove_file(path);
+                None
+            }
+        }
+    }
+
+    /// Compiles `bytes` (whose digest is `digest`) unless cached, writes the
+    /// artifact to disk and loads it from there (so that memory images are
+    /// mapped copy-on-write from the file).
+    pub(crate) fn get_or_compile(
+        &self,
+        image: &str,
+        digest: &str,
+        bytes: &[u8],
+    ) -> Result<(Compiled, CompileSource), Error> {
+        if let Some(hit) = self.lookup(digest) {
+            return Ok(hit);
+        }
+        let invalid = |message: String| Error::InvalidWasm {
+            image: image.to_string(),
+            message,
+        };
+        let kind = WasmKind::detect(bytes).ok_or_else(|| {
+            invalid(format!(
+                "not a WebAssembly module or component (starts with {:02x?})",
+                &bytes[..bytes.len().min(8)]
+            ))
+        })?;
+        let artifact = match kind {
+            WasmKind::Module => self.engine.precompile_module(bytes),
+            WasmKind::Component => self.engine.precompile_component(bytes),
+        }
+        .map_err(|e| invalid(format!("invalid wasm {kind:?}: {e:#}").to_lowercase_first()))?;
+        let path = self.path(digest);
+        let cache_err = |source| Error::Cache {
+            path: path.clone(),
+            source,
+        };
+        std::fs::create_dir_all(&self.dir).map_err(cache_err)?;
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        std::fs::write(&tmp, &artifact).map_err(cache_err)?;
+        std::fs::rename(&tmp, &path).map_err(cache_err)?;
+        let compiled = self.load_file(&path).ok_or_else(|| {
+            invalid("the freshly compiled artifact could not be loaded".to_string())
+        })?;
+        self.memory
+            .lock()
+            .insert(digest.to_string(), compiled.clone());
+        Ok((compiled, CompileSource::Compiled))
+    }
+
+    /// Forgets the in-memory artifacts (the disk cache stays): what a node
+    /// restart looks like, for the benchmark.
+    pub(crate) fn forget_memory(&self) {
+        self.memory.lock().clear();
+    }
+
+    /// Removes one artifact from memory and disk: the next start compiles.
+    pub(crate) fn evict(&self, digest: &str) {
+        self.memory.lock().remove(digest);
+        let _ = std::fs::remove_file(self.path(digest));
+    }
+}
+
+trait LowercaseFirst {
+    fn to_lowercase_first(self) -> String;
+}
+
+impl LowercaseFirst for String {
+    fn to_lowercase_first(self) -> String {
+        let mut c = self.chars();
+        match c.next() {
+            Some(f) => f.to_lowercase().chain(c).collect(),
+            None => self,
+        }
+    }
+}
+
+/// Identifies everything that makes a compiled artifact usable: the
+/// wasmtime version, the target, and the engine's compilation settings.
+fn fingerprint(engine: &Engine) -> String {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    engine.precompile_compatibility_hash().hash(&mut h);
+    let settings = h.finish();
+    // The hash covers wasmtime's version and every compilation setting.
+    format!(
+        "wasmtime48-{}-{}-{settings:016x}",
+        std::env::consts::ARCH,
+        std::env::consts::OS
+    )
+}
