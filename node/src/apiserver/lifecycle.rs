@@ -1,0 +1,194 @@
+//! Kind-specific steps of the object lifecycle that the generic handlers
+//! call out to: Service cluster IPs, graceful Pod deletion, Namespace
+//! termination.
+
+use serde_json::{Value, json};
+
+use super::handlers::Target;
+use super::resources::{self, RESOURCES, Resource};
+use super::status::{ApiError, Cause};
+use super::storage::{Objects, Precondition, Stored};
+use super::{Body, json as json_resp};
+
+/// The service CIDR, as k3s: 10.43.0.0/16; .1 is the `kubernetes` service.
+const SERVICE_NET: [u8; 2] = [10, 43];
+
+fn ip_key(ip: &str) -> String {
+    format!("/registry/core/serviceips/{ip}")
+}
+
+/// Gives a ClusterIP Service its address (or reserves the one it asked
+/// for). The reservation is a store key created only if absent, so two
+/// Services never get the same address.
+pub async fn allocate_cluster_ip(objects: &Objects, svc: &mut Value) -> Result<(), ApiError> {
+    let spec = &svc["spec"];
+    if spec["type"] == "ExternalName" || spec["clusterIP"] == "None" {
+        if spec["clusterIP"] == "None" {
+            svc["spec"]["clusterIPs"] = json!(["None"]);
+        }
+        return Ok(());
+    }
+    let owner = format!(
+        "{}/{}",
+        svc["metadata"]["namespace"].as_str().unwrap_or(""),
+        svc["metadata"]["name"].as_str().unwrap_or("")
+    );
+    let name = svc["metadata"]["name"].as_str().unwrap_or("").to_string();
+    let marker = json!({"owner": owner});
+    if let Some(want) = spec["clusterIP"].as_str().filter(|s| !s.is_empty()) {
+        let parts: Vec<u8> = want.split('.').filter_map(|p| p.parse().ok()).collect();
+        if parts.len() != 4 || parts[..2] != SERVICE_NET {
+            return Err(ApiError::invalid(
+                "",
+                "Service",
+                &name,
+                vec![Cause::invalid(
+                    "spec.clusterIP",
+                    format!(
+                        "Invalid value: \"{want}\": provided IP is not in the valid range. The range of valid IPs is 10.43.0.0/16"
+                    ),
+                )],
+            ));
+        }
+        if objects
+            .put(&ip_key(want), &marker, Precondition::Absent)
+            .await?
+            .is_none()
+        {
+            return Err(ApiError::invalid(
+                "",
+                "Service",
+                &name,
+                vec![Cause::invalid(
+                    "spec.clusterIP",
+                    format!("Invalid value: \"{want}\": provided IP is already allocated"),
+                )],
+            ));
+        }
+        svc["spec"]["clusterIPs"] = json!([want]);
+        return Ok(());
+    }
+    let start: u16 = rand::random_range(2..65_000);
+    for i in 0..65_000u32 {
+        let n = 2 + (start as u32 + i) % 65_532;
+        let ip = format!(
+            "{}.{}.{}.{}",
+            SERVICE_NET[0],
+            SERVICE_NET[1],
+            n >> 8,
+            n & 0xff
+        );
+        if objects
+            .put(&ip_key(&ip), &marker, Precondition::Absent)
+            .await?
+            .is_some()
+        {
+            svc["spec"]["clusterIP"] = json!(ip);
+            svc["spec"]["clusterIPs"] = json!([ip]);
+            svc["spec"]["ipFamilies"] = json!(["IPv4"]);
+            svc["spec"]["ipFamilyPolicy"] = json!("SingleStack");
+            return Ok(());
+        }
+    }
+    Err(ApiError::internal(
+        "the service IP range 10.43.0.0/16 is full",
+    ))
+}
+
+/// Frees a deleted Service's address.
+pub async fn release_cluster_ip(objects: &Objects, svc: &Value) -> Result<(), ApiError> {
+    if let Some(ip) = svc["spec"]["clusterIP"]
+        .as_str()
+        .filter(|ip| !ip.is_empty() && *ip != "None")
+        && let Some(s) = objects.get(&ip_key(ip)).await?
+    {
+        objects.delete(&ip_key(ip), s.rev).await?;
+    }
+    Ok(())
+}
+
+/// Whether a bound pod's node is up to run its graceful shutdown. A pod on
+/// a node that is gone or not Ready is deleted at once, as Kubernetes' pod
+/// GC would.
+pub async fn node_is_live(objects: &Objects, pod: &Value) -> bool {
+    let Some(node) = pod["spec"]["nodeName"].as_str() else {
+        return false;
+    };
+    let res = resources::find("", "v1", "nodes").expect("nodes served");
+    match objects.get(&res.key(None, node)).await {
+        Ok(Some(s)) => s.object["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True"),
+        _ => false,
+    }
+}
+
+/// Marks a namespace Terminating, then deletes everything in it and the
+/// namespace itself, in the background (Kubernetes' namespace controller).
+pub async fn delete_namespace(
+    objects: &Objects,
+    t: &Target,
+    s: Stored,
+) -> Result<http::Response<Body>, ApiError> {
+    let name = t.name.clone().unwrap_or_default();
+    if matches!(name.as_str(), "default" | "kube-system" | "kube-public") {
+        return Err(ApiError::new(
+            403,
+            "Forbidden",
+            format!("namespaces \"{name}\" is forbidden: this namespace may not be deleted"),
+        ));
+    }
+    let mut obj = s.object.clone();
+    if obj["status"]["phase"] != "Terminating" {
+        obj["status"]["phase"] = json!("Terminating");
+        obj["metadata"]["deletionTimestamp"] = json!(super::handlers::format_time(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()) as i64
+        ));
+        if objects
+            .put(&t.key_of(), &obj, Precondition::ModRevision(s.rev))
+            .await?
+            .is_none()
+        {
+            return Err(ApiError::conflict(
+                "",
+                "namespaces",
+                &name,
+                "the object has been modified",
+            ));
+        }
+    }
+    let objects = objects.clone_handle();
+    let ns = name.clone();
+    let key = t.key_of();
+    tokio::spawn(async move {
+        if let Err(e) = empty_namespace(&objects, &ns).await {
+            tracing::warn!(namespace = %ns, "emptying namespace: {}", e.message);
+            return;
+        }
+        if let Ok(Some(s)) = objects.get(&key).await {
+            let _ = objects.delete(&key, s.rev).await;
+        }
+    });
+    Ok(json_resp(http::StatusCode::OK, &obj))
+}
+
+async fn empty_namespace(objects: &Objects, ns: &str) -> Result<(), ApiError> {
+    for res in RESOURCES.iter().filter(|r: &&Resource| r.namespaced) {
+        let (items, _, _) = objects.list(&res.prefix(Some(ns)), None, 0, 0).await?;
+        for s in items {
+            let key = res.key(
+                Some(ns),
+                s.object["metadata"]["name"].as_str().unwrap_or(""),
+            );
+            if res.kind == "Service" {
+                release_cluster_ip(objects, &s.object).await?;
+            }
+            objects.delete(&key, s.rev).await?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,235 @@
+//! Objects in the replicated store: JSON under
+//! `/registry/<group>/<resource>/<namespace>/<name>`, with the store's
+//! revision as `resourceVersion`.
+//!
+//! Only the API server calls this; it talks to the store in-process.
+//! Secrets are sealed (AES-256-GCM, see `seal`) before they reach the store.
+
+use std::sync::Arc;
+
+use consensus::Store;
+use consensus::pb::etcdserverpb::{
+    Compare, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest,
+    compare::{CompareResult, CompareTarget, TargetUnion},
+    request_op::Request,
+};
+use serde_json::Value;
+
+use super::status::ApiError;
+
+pub struct Objects {
+    store: Store,
+    decoder: Decoder,
+}
+
+/// Turns stored bytes back into objects; cheap to clone into watch tasks.
+#[derive(Clone)]
+pub struct Decoder {
+    sealer: Arc<super::seal::Sealer>,
+}
+
+impl Decoder {
+    pub fn decode(&self, key: &[u8], raw: &[u8], rev: i64) -> Result<Value, ApiError> {
+        let plain = self.sealer.open(key, raw).map_err(ApiError::internal)?;
+        let mut v: Value = serde_json::from_slice(&plain).map_err(|e| {
+            ApiError::internal(format!(
+                "stored object {} is corrupt: {e}",
+                String::from_utf8_lossy(key)
+            ))
+        })?;
+        set_rv(&mut v, rev);
+        Ok(v)
+    }
+}
+
+/// A stored object and the revision it was last written at.
+pub struct Stored {
+    pub object: Value,
+    pub rev: i64,
+}
+
+pub enum Precondition {
+    /// The key must not exist.
+    Absent,
+    /// The key must have been last written at this revision.
+    ModRevision(i64),
+}
+
+impl Objects {
+    pub fn new(store: Store, sealer: super::seal::Sealer) -> Objects {
+        Objects {
+            store,
+            decoder: Decoder {
+                sealer: Arc::new(sealer),
+            },
+        }
+    }
+
+    /// Another handle on the same store (for background work).
+    pub fn clone_handle(&self) -> Objects {
+        Objects {
+            store: self.store.clone(),
+            decoder: self.decoder.clone(),
+        }
+    }
+
+    pub fn decoder(&self) -> Decoder {
+        self.decoder.clone()
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    fn decode(&self, key: &[u8], raw: &[u8], rev: i64) -> Result<Value, ApiError> {
+        self.decoder.decode(key, raw, rev)
+    }
+
+    fn encode(&self, key: &str, obj: &Value) -> Result<Vec<u8>, ApiError> {
+        let mut o = obj.clone();
+        if let Some(m) = o.get_mut("metadata").and_then(Value::as_object_mut) {
+            m.remove("resourceVersion");
+        }
+        let plain = serde_json::to_vec(&o).map_err(|e| ApiError::internal(e.to_string()))?;
+        self.decoder
+            .sealer
+            .seal(key.as_bytes(), &plain)
+            .map_err(ApiError::internal)
+    }
+
+    pub async fn get(&self, key: &str) -> Result<Option<Stored>, ApiError> {
+        let r = self
+            .store
+            .range(RangeRequest {
+                key: key.as_bytes().to_vec(),
+                ..Default::default()
+            })
+            .await?;
+        match r.kvs.into_iter().next() {
+            None => Ok(None),
+            Some(kv) => Ok(Some(Stored {
+                object: self.decode(&kv.key, &kv.value, kv.mod_revision)?,
+                rev: kv.mod_revision,
+            })),
+        }
+    }
+
+    /// Lists under `prefix` from `start` (a key, for continuing), at most
+    /// `limit` (0: all), as of revision `at` (0: now). Returns the objects,
+    /// the revision read at, and whether more remain.
+    pub async fn list(
+        &self,
+        prefix: &str,
+        start: Option<&str>,
+        limit: i64,
+        at: i64,
+    ) -> Result<(Vec<Stored>, i64, bool), ApiError> {
+        let end = prefix_end(prefix.as_bytes());
+        let key = start.map_or(prefix.as_bytes().to_vec(), |s| s.as_bytes().to_vec());
+        let r = self
+            .store
+            .range(RangeRequest {
+                key,
+                range_end: end,
+                limit,
+                revision: at,
+                ..Default::default()
+            })
+            .await?;
+        let rev = r.header.map_or(0, |h| h.revision);
+        let rev = if at > 0 { at } else { rev };
+        let mut out = Vec::with_capacity(r.kvs.len());
+        for kv in r.kvs {
+            out.push(Stored {
+                object: self.decode(&kv.key, &kv.value, kv.mod_revision)?,
+                rev: kv.mod_revision,
+            });
+        }
+        Ok((out, rev, r.more))
+    }
+
+    /// Writes `obj` at `key` if the precondition holds. Returns the new
+    /// revision, or `None` when the precondition failed.
+    pub async fn put(
+        &self,
+        key: &str,
+        obj: &Value,
+        pre: Precondition,
+    ) -> Result<Option<i64>, ApiError> {
+        let value = self.encode(key, obj)?;
+        let compare = match pre {
+            Precondition::Absent => Compare {
+                key: key.as_bytes().to_vec(),
+                target: CompareTarget::Create as i32,
+                result: CompareResult::Equal as i32,
+                target_union: Some(TargetUnion::CreateRevision(0)),
+                ..Default::default()
+            },
+            Precondition::ModRevision(rev) => Compare {
+                key: key.as_bytes().to_vec(),
+                target: CompareTarget::Mod as i32,
+                result: CompareResult::Equal as i32,
+                target_union: Some(TargetUnion::ModRevision(rev)),
+                ..Default::default()
+            },
+        };
+        let r = self
+            .store
+            .txn(TxnRequest {
+                compare: vec![compare],
+                success: vec![RequestOp {
+                    request: Some(Request::RequestPut(PutRequest {
+                        key: key.as_bytes().to_vec(),
+                        value,
+                        ..Default::default()
+                    })),
+                }],
+                failure: vec![],
+            })
+            .await?;
+        Ok(r.succeeded.then(|| r.header.map_or(0, |h| h.revision)))
+    }
+
+    /// Deletes `key` if it was last written at `rev`. Returns the revision
+    /// of the delete, or `None` if the object changed meanwhile.
+    pub async fn delete(&self, key: &str, rev: i64) -> Result<Option<i64>, ApiError> {
+        let r = self
+            .store
+            .txn(TxnRequest {
+                compare: vec![Compare {
+                    key: key.as_bytes().to_vec(),
+                    target: CompareTarget::Mod as i32,
+                    result: CompareResult::Equal as i32,
+                    target_union: Some(TargetUnion::ModRevision(rev)),
+                    ..Default::default()
+                }],
+                success: vec![RequestOp {
+                    request: Some(Request::RequestDeleteRange(DeleteRangeRequest {
+                        key: key.as_bytes().to_vec(),
+                        ..Default::default()
+                    })),
+                }],
+                failure: vec![],
+            })
+            .await?;
+        Ok(r.succeeded.then(|| r.header.map_or(0, |h| h.revision)))
+    }
+}
+
+pub fn set_rv(v: &mut Value, rev: i64) {
+    if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+        m.insert("resourceVersion".into(), Value::String(rev.to_string()));
+    }
+}
+
+/// The smallest key after every key that starts with `prefix`.
+pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}

@@ -1,0 +1,571 @@
+//! Decoding, defaulting and validation of objects, as the Kubernetes API
+//! server does them.
+//!
+//! Decoding goes through the `k8s-openapi` type of the kind, so a field of
+//! the wrong type is refused with its path, and the stored form is the
+//! typed form re-serialized. Fields the type does not know are reported per
+//! `fieldValidation` (Strict: 400; Warn: a warning; Ignore: dropped).
+
+use k8s_openapi::api;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value, json};
+
+use super::resources::Resource;
+use super::status::{ApiError, Cause};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldValidation {
+    Strict,
+    Warn,
+    Ignore,
+}
+
+impl FieldValidation {
+    pub fn parse(v: Option<&str>) -> Result<FieldValidation, ApiError> {
+        match v {
+            None | Some("") | Some("Warn") => Ok(FieldValidation::Warn),
+            Some("Strict") => Ok(FieldValidation::Strict),
+            Some("Ignore") => Ok(FieldValidation::Ignore),
+            Some(other) => Err(ApiError::bad_request(format!(
+                "fieldValidation parameter unsupported: {other}; supported values: Ignore, Warn, Strict"
+            ))),
+        }
+    }
+}
+
+fn roundtrip<T: DeserializeOwned + Serialize>(v: &Value) -> Result<Value, String> {
+    let typed: T = serde_path_to_error::deserialize(v.clone()).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.inner().to_string();
+        // serde names a missing field at its parent; Kubernetes names the
+        // field itself.
+        if let Some(field) = inner
+            .strip_prefix("missing field `")
+            .and_then(|r| r.split('`').next())
+        {
+            return if path == "." {
+                format!("{field}: Required value")
+            } else {
+                format!("{path}.{field}: Required value")
+            };
+        }
+        if path == "." {
+            inner
+        } else {
+            format!("{path}: {inner}")
+        }
+    })?;
+    serde_json::to_value(&typed).map_err(|e| e.to_string())
+}
+
+/// Decodes `obj` as the kind `res` serves; returns the normalized object and
+/// warnings (unknown fields under `Warn`).
+pub fn decode(
+    res: &Resource,
+    obj: &Value,
+    fv: FieldValidation,
+) -> Result<(Value, Vec<String>), ApiError> {
+    use api::{apps::v1 as apps, batch::v1 as batch, core::v1 as core};
+    let r = match res.kind {
+        "Namespace" => roundtrip::<core::Namespace>(obj),
+        "Pod" => roundtrip::<core::Pod>(obj),
+        "Service" => roundtrip::<core::Service>(obj),
+        "Endpoints" => roundtrip::<core::Endpoints>(obj),
+        "ConfigMap" => roundtrip::<core::ConfigMap>(obj),
+        "Secret" => roundtrip::<core::Secret>(obj),
+        "ServiceAccount" => roundtrip::<core::ServiceAccount>(obj),
+        "Node" => roundtrip::<core::Node>(obj),
+        "Event" => roundtrip::<core::Event>(obj),
+        "PersistentVolumeClaim" => roundtrip::<core::PersistentVolumeClaim>(obj),
+        "Deployment" => roundtrip::<apps::Deployment>(obj),
+        "ReplicaSet" => roundtrip::<apps::ReplicaSet>(obj),
+        "DaemonSet" => roundtrip::<apps::DaemonSet>(obj),
+        "StatefulSet" => roundtrip::<apps::StatefulSet>(obj),
+        "Job" => roundtrip::<batch::Job>(obj),
+        "CronJob" => roundtrip::<batch::CronJob>(obj),
+        "Ingress" => roundtrip::<api::networking::v1::Ingress>(obj),
+        "IngressClass" => roundtrip::<api::networking::v1::IngressClass>(obj),
+        "EndpointSlice" => roundtrip::<api::discovery::v1::EndpointSlice>(obj),
+        "Role" => roundtrip::<api::rbac::v1::Role>(obj),
+        "RoleBinding" => roundtrip::<api::rbac::v1::RoleBinding>(obj),
+        "ClusterRole" => roundtrip::<api::rbac::v1::ClusterRole>(obj),
+        "ClusterRoleBinding" => roundtrip::<api::rbac::v1::ClusterRoleBinding>(obj),
+        "Lease" => roundtrip::<api::coordination::v1::Lease>(obj),
+        "RuntimeClass" => roundtrip::<api::node::v1::RuntimeClass>(obj),
+        other => return Err(ApiError::internal(format!("no decoder for kind {other}"))),
+    };
+    let typed = r.map_err(|e| {
+        ApiError::bad_request(format!(
+            "{} in version \"{}\" cannot be handled as a {}: {e}",
+            res.kind, res.version, res.kind
+        ))
+    })?;
+    let mut unknown = Vec::new();
+    unknown_fields(obj, &typed, "", &mut unknown);
+    let mut warnings = Vec::new();
+    if !unknown.is_empty() {
+        match fv {
+            FieldValidation::Strict => {
+                let list: Vec<String> = unknown
+                    .iter()
+                    .map(|f| format!("unknown field \"{f}\""))
+                    .collect();
+                return Err(ApiError::bad_request(format!(
+                    "strict decoding error: {}",
+                    list.join(", ")
+                )));
+            }
+            FieldValidation::Warn => {
+                warnings.extend(unknown.iter().map(|f| format!("unknown field \"{f}\"")));
+            }
+            FieldValidation::Ignore => {}
+        }
+    }
+    Ok((typed, warnings))
+}
+
+/// Paths present in `input` that the typed form dropped (nulls aside).
+fn unknown_fields(input: &Value, typed: &Value, path: &str, out: &mut Vec<String>) {
+    match (input, typed) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (k, v) in a {
+                let p = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                match b.get(k) {
+                    Some(tv) => unknown_fields(v, tv, &p, out),
+                    None if v.is_null() => {}
+                    None => out.push(p),
+                }
+            }
+        }
+        (Value::Array(a), Value::Array(b)) => {
+            for (i, (v, tv)) in a.iter().zip(b).enumerate() {
+                unknown_fields(v, tv, &format!("{path}[{i}]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+pub fn is_dns1123_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+pub fn is_dns1123_subdomain(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 253 && s.split('.').all(is_dns1123_label)
+}
+
+fn label_value_ok(v: &str) -> bool {
+    v.is_empty()
+        || (v.len() <= 63
+            && v.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+            && v.as_bytes()[0].is_ascii_alphanumeric()
+            && v.as_bytes()[v.len() - 1].is_ascii_alphanumeric())
+}
+
+fn label_key_ok(k: &str) -> bool {
+    let (prefix, name) = match k.rsplit_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, k),
+    };
+    prefix.is_none_or(is_dns1123_subdomain) && !name.is_empty() && label_value_ok(name)
+}
+
+/// Kinds whose names must be DNS labels rather than subdomains.
+fn needs_label_name(kind: &str) -> bool {
+    matches!(kind, "Namespace" | "Service")
+}
+
+fn validate_meta(res: &Resource, obj: &Value, causes: &mut Vec<Cause>) {
+    let meta = &obj["metadata"];
+    let name = meta["name"].as_str().unwrap_or("");
+    if name.is_empty() {
+        causes.push(Cause::required("metadata.name"));
+    } else if needs_label_name(res.kind) {
+        if !is_dns1123_label(name) {
+            causes.push(Cause::invalid(
+                "metadata.name",
+                format!("Invalid value: \"{name}\": a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character"),
+            ));
+        }
+    } else if !is_dns1123_subdomain(name) {
+        causes.push(Cause::invalid(
+            "metadata.name",
+            format!("Invalid value: \"{name}\": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character"),
+        ));
+    }
+    if let Some(labels) = meta["labels"].as_object() {
+        for (k, v) in labels {
+            if !label_key_ok(k) {
+                causes.push(Cause::invalid("metadata.labels", format!("Invalid value: \"{k}\": name part must consist of alphanumeric characters, '-', '_' or '.'")));
+            }
+            match v.as_str() {
+                Some(s) if label_value_ok(s) => {}
+                _ => causes.push(Cause::invalid(
+                    "metadata.labels",
+                    format!("Invalid value: {v}: a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character"),
+                )),
+            }
+        }
+    }
+    if let Some(ann) = meta["annotations"].as_object() {
+        let size: usize = ann
+            .iter()
+            .map(|(k, v)| k.len() + v.as_str().map_or(0, str::len))
+            .sum();
+        if size > 256 * 1024 {
+            causes.push(Cause::invalid(
+                "metadata.annotations",
+                "Too long: must have at most 262144 bytes",
+            ));
+        }
+    }
+}
+
+fn validate_pod_spec(spec: &Value, path: &str, causes: &mut Vec<Cause>) {
+    let containers = spec["containers"].as_array();
+    match containers {
+        None => causes.push(Cause::required(format!("{path}.containers"))),
+        Some(cs) if cs.is_empty() => causes.push(Cause::required(format!("{path}.containers"))),
+        Some(_) => {}
+    }
+    let mut names = std::collections::HashSet::new();
+    for list in ["initContainers", "containers"] {
+        for (i, c) in spec[list].as_array().into_iter().flatten().enumerate() {
+            let p = format!("{path}.{list}[{i}]");
+            match c["name"].as_str() {
+                None | Some("") => causes.push(Cause::required(format!("{p}.name"))),
+                Some(n) if !is_dns1123_label(n) => causes.push(Cause::invalid(format!("{p}.name"), format!("Invalid value: \"{n}\": a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-'"))),
+                Some(n) => {
+                    if !names.insert(n.to_string()) {
+                        causes.push(Cause { field: format!("{p}.name"), message: format!("Duplicate value: \"{n}\""), kind: "FieldValueDuplicate" });
+                    }
+                }
+            }
+            if c["image"].as_str().is_none_or(|s| s.trim().is_empty()) {
+                causes.push(Cause::required(format!("{p}.image")));
+            }
+            for (j, port) in c["ports"].as_array().into_iter().flatten().enumerate() {
+                let n = port["containerPort"].as_i64().unwrap_or(0);
+                if !(1..=65535).contains(&n) {
+                    causes.push(Cause::invalid(
+                        format!("{p}.ports[{j}].containerPort"),
+                        format!("Invalid value: {n}: must be between 1 and 65535, inclusive"),
+                    ));
+                }
+            }
+        }
+    }
+    if let Some(rp) = spec["restartPolicy"].as_str()
+        && !matches!(rp, "Always" | "OnFailure" | "Never")
+    {
+        causes.push(Cause::not_supported(format!("{path}.restartPolicy"), format!("Unsupported value: \"{rp}\": supported values: \"Always\", \"OnFailure\", \"Never\"")));
+    }
+}
+
+fn validate_selector_matches(spec: &Value, path: &str, causes: &mut Vec<Cause>) {
+    let sel = &spec["selector"];
+    if sel.is_null() {
+        causes.push(Cause::required(format!("{path}.selector")));
+        return;
+    }
+    let labels = spec["template"]["metadata"]["labels"].as_object();
+    if let Some(ml) = sel["matchLabels"].as_object() {
+        for (k, v) in ml {
+            if labels.and_then(|l| l.get(k)) != Some(v) {
+                causes.push(Cause::invalid(
+                    format!("{path}.template.metadata.labels"),
+                    format!(
+                        "Invalid value: {}: `selector` does not match template `labels`",
+                        labels.map_or(json!({}), |l| Value::Object(l.clone()))
+                    ),
+                ));
+                return;
+            }
+        }
+    }
+    if sel["matchLabels"].as_object().is_none_or(Map::is_empty)
+        && sel["matchExpressions"].as_array().is_none_or(Vec::is_empty)
+    {
+        causes.push(Cause::invalid(
+            format!("{path}.selector"),
+            "Invalid value: \"null\": empty selector is invalid for deployment",
+        ));
+    }
+}
+
+/// Semantic validation of a decoded object; 422 with every bad field.
+pub fn validate(res: &Resource, obj: &Value) -> Result<(), ApiError> {
+    let mut causes = Vec::new();
+    validate_meta(res, obj, &mut causes);
+    let spec = &obj["spec"];
+    match res.kind {
+        "Pod" => validate_pod_spec(spec, "spec", &mut causes),
+        "Deployment" | "ReplicaSet" | "DaemonSet" | "StatefulSet" => {
+            validate_selector_matches(spec, "spec", &mut causes);
+            validate_pod_spec(&spec["template"]["spec"], "spec.template.spec", &mut causes);
+            if let Some(r) = spec["replicas"].as_i64()
+                && r < 0
+            {
+                causes.push(Cause::invalid(
+                    "spec.replicas",
+                    format!("Invalid value: {r}: must be greater than or equal to 0"),
+                ));
+            }
+        }
+        "Job" => validate_pod_spec(&spec["template"]["spec"], "spec.template.spec", &mut causes),
+        "CronJob" => {
+            if spec["schedule"].as_str().is_none_or(str::is_empty) {
+                causes.push(Cause::required("spec.schedule"));
+            }
+            validate_pod_spec(
+                &spec["jobTemplate"]["spec"]["template"]["spec"],
+                "spec.jobTemplate.spec.template.spec",
+                &mut causes,
+            );
+        }
+        "Service" => {
+            let headless = spec["clusterIP"].as_str() == Some("None");
+            let external = spec["type"].as_str() == Some("ExternalName");
+            let ports = spec["ports"].as_array();
+            if ports.is_none_or(Vec::is_empty) && !headless && !external {
+                causes.push(Cause::required("spec.ports"));
+            }
+            for (i, p) in ports.into_iter().flatten().enumerate() {
+                let n = p["port"].as_i64().unwrap_or(0);
+                if !(1..=65535).contains(&n) {
+                    causes.push(Cause::invalid(
+                        format!("spec.ports[{i}].port"),
+                        format!("Invalid value: {n}: must be between 1 and 65535, inclusive"),
+                    ));
+                }
+            }
+            if let Some(t) = spec["type"].as_str()
+                && !matches!(
+                    t,
+                    "ClusterIP" | "NodePort" | "LoadBalancer" | "ExternalName"
+                )
+            {
+                causes.push(Cause::not_supported("spec.type", format!("Unsupported value: \"{t}\": supported values: \"ClusterIP\", \"ExternalName\", \"LoadBalancer\", \"NodePort\"")));
+            }
+        }
+        "ConfigMap" | "Secret" => {
+            for field in ["data", "binaryData", "stringData"] {
+                for k in obj[field].as_object().into_iter().flat_map(Map::keys) {
+                    let ok = !k.is_empty()
+                        && k.len() <= 253
+                        && k.bytes().all(|b| {
+                            b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.'
+                        });
+                    if !ok {
+                        causes.push(Cause::invalid(format!("{field}[{k}]"), format!("Invalid value: \"{k}\": a valid config key must consist of alphanumeric characters, '-', '_' or '.'")));
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+    if causes.is_empty() {
+        Ok(())
+    } else {
+        let name = obj["metadata"]["name"].as_str().unwrap_or("");
+        Err(ApiError::invalid(res.group, res.kind, name, causes))
+    }
+}
+
+fn set_default(obj: &mut Value, key: &str, v: Value) {
+    if let Some(m) = obj.as_object_mut()
+        && m.get(key).is_none_or(Value::is_null)
+    {
+        m.insert(key.to_string(), v);
+    }
+}
+
+/// Seconds a pod stays bound to a NotReady or unreachable node before it is
+/// evicted, unless it says otherwise: the DefaultTolerationSeconds
+/// admission plugin (Kubernetes: 300 s; skiff: 30 s, `--default-toleration-seconds`).
+static DEFAULT_TOLERATION_SECONDS: std::sync::atomic::AtomicI64 =
+    std::sync::atomic::AtomicI64::new(30);
+
+pub fn set_default_toleration_seconds(secs: i64) {
+    DEFAULT_TOLERATION_SECONDS.store(secs, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Adds the not-ready and unreachable NoExecute tolerations to a new pod
+/// that has none for those taints, as DefaultTolerationSeconds does.
+fn default_tolerations(spec: &mut Value) {
+    let secs = DEFAULT_TOLERATION_SECONDS.load(std::sync::atomic::Ordering::Relaxed);
+    if !spec.is_object() {
+        return;
+    }
+    let mut list = spec["tolerations"].as_array().cloned().unwrap_or_default();
+    let covers = |t: &Value, key: &str| {
+        (t["key"] == key || (t["key"].is_null() && t["operator"] == "Exists"))
+            && (t["effect"].is_null() || t["effect"] == "" || t["effect"] == "NoExecute")
+    };
+    let mut added = false;
+    for key in [
+        "node.kubernetes.io/not-ready",
+        "node.kubernetes.io/unreachable",
+    ] {
+        if !list.iter().any(|t| covers(t, key)) {
+            list.push(json!({"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": secs}));
+            added = true;
+        }
+    }
+    if added {
+        spec["tolerations"] = Value::Array(list);
+    }
+}
+
+fn default_pod_spec(spec: &mut Value) {
+    set_default(spec, "restartPolicy", json!("Always"));
+    set_default(spec, "dnsPolicy", json!("ClusterFirst"));
+    set_default(spec, "schedulerName", json!("default-scheduler"));
+    set_default(spec, "terminationGracePeriodSeconds", json!(30));
+    set_default(spec, "securityContext", json!({}));
+    set_default(spec, "enableServiceLinks", json!(true));
+    for list in ["initContainers", "containers"] {
+        if let Some(cs) = spec.get_mut(list).and_then(Value::as_array_mut) {
+            for c in cs {
+                let image = c["image"].as_str().unwrap_or("").to_string();
+                let tag_latest = {
+                    let last = image.rsplit('/').next().unwrap_or("");
+                    !image.contains('@') && (!last.contains(':') || last.ends_with(":latest"))
+                };
+                set_default(
+                    c,
+                    "imagePullPolicy",
+                    json!(if tag_latest { "Always" } else { "IfNotPresent" }),
+                );
+                set_default(c, "terminationMessagePath", json!("/dev/termination-log"));
+                set_default(c, "terminationMessagePolicy", json!("File"));
+                set_default(c, "resources", json!({}));
+                if let Some(ports) = c.get_mut("ports").and_then(Value::as_array_mut) {
+                    for p in ports {
+                        set_default(p, "protocol", json!("TCP"));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Kubernetes' defaults for a new object of `res` (the fields kubectl shows
+/// back in `-o yaml`).
+pub fn default(res: &Resource, obj: &mut Value) {
+    match res.kind {
+        "Pod" => {
+            default_pod_spec(&mut obj["spec"]);
+            default_tolerations(&mut obj["spec"]);
+            set_default(obj, "status", json!({}));
+            set_default(&mut obj["status"], "phase", json!("Pending"));
+        }
+        "Deployment" => {
+            let spec = &mut obj["spec"];
+            set_default(spec, "replicas", json!(1));
+            set_default(spec, "revisionHistoryLimit", json!(10));
+            set_default(spec, "progressDeadlineSeconds", json!(600));
+            set_default(spec, "strategy", json!({}));
+            set_default(&mut spec["strategy"], "type", json!("RollingUpdate"));
+            if spec["strategy"]["type"] == "RollingUpdate" {
+                set_default(
+                    &mut spec["strategy"],
+                    "rollingUpdate",
+                    json!({"maxUnavailable": "25%", "maxSurge": "25%"}),
+                );
+            }
+            default_pod_spec(&mut spec["template"]["spec"]);
+        }
+        "ReplicaSet" | "StatefulSet" => {
+            let spec = &mut obj["spec"];
+            set_default(spec, "replicas", json!(1));
+            if res.kind == "StatefulSet" {
+                set_default(spec, "podManagementPolicy", json!("OrderedReady"));
+                set_default(spec, "revisionHistoryLimit", json!(10));
+                set_default(
+                    spec,
+                    "updateStrategy",
+                    json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}}),
+                );
+            }
+            default_pod_spec(&mut spec["template"]["spec"]);
+        }
+        "DaemonSet" => {
+            let spec = &mut obj["spec"];
+            set_default(spec, "revisionHistoryLimit", json!(10));
+            set_default(
+                spec,
+                "updateStrategy",
+                json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}}),
+            );
+            default_pod_spec(&mut spec["template"]["spec"]);
+        }
+        "Job" => {
+            let spec = &mut obj["spec"];
+            set_default(spec, "backoffLimit", json!(6));
+            set_default(spec, "completions", json!(1));
+            set_default(spec, "parallelism", json!(1));
+            set_default(spec, "completionMode", json!("NonIndexed"));
+            set_default(spec, "suspend", json!(false));
+            set_default(
+                &mut spec["template"]["spec"],
+                "restartPolicy",
+                json!("Never"),
+            );
+            default_pod_spec(&mut spec["template"]["spec"]);
+        }
+        "CronJob" => {
+            let spec = &mut obj["spec"];
+            set_default(spec, "concurrencyPolicy", json!("Allow"));
+            set_default(spec, "suspend", json!(false));
+            set_default(spec, "successfulJobsHistoryLimit", json!(3));
+            set_default(spec, "failedJobsHistoryLimit", json!(1));
+            default_pod_spec(&mut spec["jobTemplate"]["spec"]["template"]["spec"]);
+        }
+        "Service" => {
+            let spec = &mut obj["spec"];
+            set_default(spec, "type", json!("ClusterIP"));
+            set_default(spec, "sessionAffinity", json!("None"));
+            if let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) {
+                for p in ports {
+                    set_default(p, "protocol", json!("TCP"));
+                    let port = p["port"].clone();
+                    set_default(p, "targetPort", port);
+                }
+            }
+        }
+        "Namespace" => {
+            set_default(obj, "spec", json!({}));
+            set_default(&mut obj["spec"], "finalizers", json!(["kubernetes"]));
+            set_default(obj, "status", json!({}));
+            set_default(&mut obj["status"], "phase", json!("Active"));
+        }
+        "Secret" => {
+            set_default(obj, "type", json!("Opaque"));
+            // stringData is write-only: merged into data, base64-encoded.
+            if let Some(sd) = obj.as_object_mut().and_then(|m| m.remove("stringData")) {
+                use base64::Engine;
+                if let Some(sd) = sd.as_object() {
+                    for (k, v) in sd {
+                        let enc = base64::engine::general_purpose::STANDARD
+                            .encode(v.as_str().unwrap_or("").as_bytes());
+                        set_default(obj, "data", json!({}));
+                        obj["data"][k] = json!(enc);
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+}

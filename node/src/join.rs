@@ -1,0 +1,194 @@
+//! The agent's side of joining a cluster (see `apiserver::join`): fetch and
+//! pin the CA by the hash in the token, trade the token for a node
+//! certificate, keep it in the agent's data directory.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use bytes::Bytes;
+use http::Method;
+use serde_json::{Value, json};
+use skiff_sdk::client::https::{Connection, HttpsTransport};
+use skiff_sdk::client::{Client, Error};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_rustls::rustls;
+
+use crate::apiserver::join::{TOKEN_PREFIX, ca_hash};
+
+/// A client for `server` as this node: joins first if `dir` holds no
+/// certificate yet.
+pub async fn node_client(server: &str, token: &str, node: &str, dir: &Path) -> Result<Client> {
+    let pki = dir.join("pki");
+    let (ca, cert, key) = (
+        pki.join("ca.crt"),
+        pki.join("node-client.crt"),
+        pki.join("node-client.key"),
+    );
+    if !cert.exists() {
+        let parts: Vec<&str> = token.split('.').collect();
+        let [TOKEN_PREFIX, hash, _secret] = parts.as_slice() else {
+            bail!(
+                "--token is not a skiff join token (skiff1.<ca hash>.<secret>, in the server's DIR/pki/join.token)"
+            );
+        };
+        let ca_pem = fetch_ca(server).await?;
+        if ca_hash(&ca_pem) != *hash {
+            bail!(
+                "the CA certificate {server} presents does not match the token: wrong server, or someone in between"
+            );
+        }
+        let transport = HttpsTransport::new(Connection {
+            server: server.to_string(),
+            ca_pem: ca_pem.clone().into_bytes(),
+            token: None,
+            client_cert: None,
+        })?;
+        let client = Client::new(transport);
+        let answer: Value = client
+            .request(
+                Method::POST,
+                "/skiff/v1/join",
+                "application/json",
+                Bytes::from(json!({"token": token, "node": node}).to_string()),
+            )
+            .await
+            .map_err(|e| match e {
+                Error::Api(s) if s.code == Some(401) => {
+                    anyhow::anyhow!("the server refused the join token")
+                }
+                e => anyhow::anyhow!("joining {server}: {e}"),
+            })?;
+        std::fs::create_dir_all(&pki)?;
+        write_private(&ca, ca_pem.as_bytes())?;
+        write_private(&key, answer["key"].as_str().unwrap_or("").as_bytes())?;
+        write_private(
+            &cert,
+            answer["certificate"].as_str().unwrap_or("").as_bytes(),
+        )?;
+        tracing::info!(%server, %node, "joined the cluster");
+    }
+    let read = |p: &Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+    let transport = HttpsTransport::new(Connection {
+        server: server.to_string(),
+        ca_pem: read(&ca)?,
+        token: None,
+        client_cert: Some((read(&cert)?, read(&key)?)),
+    })?;
+    Ok(Client::new(transport))
+}
+
+fn write_private(path: &Path, data: &[u8]) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    std::io::Write::write_all(&mut f, data)?;
+    Ok(())
+}
+
+/// `GET /cacerts` without verifying the server: the caller checks what
+/// comes back against the hash in the token before trusting it.
+async fn fetch_ca(server: &str) -> Result<String> {
+    let uri: http::Uri = server
+        .parse()
+        .with_context(|| format!("--server {server:?}"))?;
+    if uri.scheme_str() != Some("https") {
+        bail!("--server {server:?} must be an https:// URL");
+    }
+    let host = uri
+        .host()
+        .unwrap_or("")
+        .trim_matches(['[', ']'])
+        .to_string();
+    let port = uri.port_u16().unwrap_or(443);
+    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .dangerous()
+    .with_custom_certificate_verifier(Arc::new(PinLater))
+    .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
+        .await
+        .with_context(|| format!("connecting to {server}"))?;
+    let name = rustls::pki_types::ServerName::try_from(host.clone())?;
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(name, tcp)
+        .await
+        .with_context(|| format!("TLS with {server}"))?;
+    tls.write_all(
+        format!("GET /cacerts HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await?;
+    let mut buf = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        tls.read_to_end(&mut buf),
+    )
+    .await
+    .context("reading /cacerts timed out")?
+    .or_else(|e| if buf.is_empty() { Err(e) } else { Ok(0) })?;
+    let text = String::from_utf8_lossy(&buf);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .context("malformed answer to /cacerts")?;
+    if !head.starts_with("HTTP/1.1 200") {
+        bail!("{server}/cacerts: {}", head.lines().next().unwrap_or(""));
+    }
+    Ok(body.to_string())
+}
+
+/// Accepts any server certificate, for the one request whose answer is
+/// verified by other means (the CA hash in the join token).
+#[derive(Debug)]
+struct PinLater;
+
+impl rustls::client::danger::ServerCertVerifier for PinLater {
+    fn verify_server_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &rustls::crypto::ring::default_provider().signature_verification_algorithms,
+        )
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &rustls::crypto::ring::default_provider().signature_verification_algorithms,
+        )
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        rustls::crypto::ring::default_provider()
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}

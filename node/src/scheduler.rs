@@ -1,0 +1,335 @@
+//! The scheduling loop: kube-scheduler's job around the pure placement
+//! library in `sched/`.
+//!
+//! It watches Pods and Nodes. Whenever something changes it takes every
+//! pending pod (no `spec.nodeName`, `schedulerName: default-scheduler`, not
+//! terminating), builds a [`Snapshot`] of the nodes and the pods bound to
+//! them from the informer caches, and places the whole batch at once
+//! (highest priority first, each placement counted before the next pod).
+//! Placements are written through `pods/binding`, many at a time. A pod
+//! that fits nowhere gets `PodScheduled=False` with kube-scheduler's message
+//! and a `FailedScheduling` event saying which filter rejected how many
+//! nodes; if evicting lower-priority pods would make room, those are
+//! deleted (`Preempted`) and the pod nominated to the node. Unschedulable
+//! pods are tried again whenever the cluster changes.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use serde_json::json;
+use skiff_sched::{NodeInfo, PodInfo, Scheduler, Snapshot};
+use skiff_sdk::client::informer::Informer;
+use skiff_sdk::client::{Api, Client, DeleteParams, ListParams, PatchType, key_of};
+use tokio::sync::{Notify, watch};
+
+use crate::controllers::events::{Recorder, reference};
+
+pub const SCHEDULER_NAME: &str = "default-scheduler";
+
+/// How many bindings are in flight at once.
+const BIND_CONCURRENCY: usize = 64;
+
+/// Whether the scheduler should place `pod`.
+fn is_pending(pod: &Pod) -> bool {
+    let spec = pod.spec.as_ref();
+    let unbound = spec
+        .and_then(|s| s.node_name.as_deref())
+        .is_none_or(str::is_empty);
+    let ours = spec
+        .and_then(|s| s.scheduler_name.as_deref())
+        .is_none_or(|s| s == SCHEDULER_NAME);
+    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+    unbound
+        && ours
+        && pod.metadata.deletion_timestamp.is_none()
+        && !matches!(phase, Some("Succeeded" | "Failed"))
+}
+
+/// Whether a bound pod still takes room on its node.
+fn occupies(pod: &Pod) -> Option<&str> {
+    let node = pod.spec.as_ref()?.node_name.as_deref()?;
+    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+    (!node.is_empty() && !matches!(phase, Some("Succeeded" | "Failed"))).then_some(node)
+}
+
+pub async fn run(client: Client, mut stop: watch::Receiver<bool>) {
+    let pods = Informer::new(Api::<Pod>::all(&client), ListParams::default());
+    let nodes = Informer::new(Api::<Node>::all(&client), ListParams::default());
+    let wake = Arc::new(Notify::new());
+    let mut pod_events = pods.subscribe();
+    let mut node_events = nodes.subscribe();
+    let tasks = [pods.start(), nodes.start()];
+    {
+        let wake = wake.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    e = pod_events.recv() => if e.is_none() { return },
+                    e = node_events.recv() => if e.is_none() { return },
+                }
+                wake.notify_one();
+            }
+        });
+    }
+    let stopped = tokio::select! {
+        _ = async { pods.synced().await; nodes.synced().await } => false,
+        _ = until_stopped(&mut stop) => true,
+    };
+    if stopped {
+        tasks.iter().for_each(|t| t.abort());
+        return;
+    }
+    let mut loop_state = Loop {
+        client: client.clone(),
+        scheduler: Scheduler::new(skiff_sched::Config::default()),
+        recorder: Recorder::new(&client, SCHEDULER_NAME),
+        reported: HashMap::new(),
+        in_flight: HashSet::new(),
+    };
+    tracing::info!("scheduler started");
+    loop {
+        let retry = loop_state.cycle(&pods, &nodes).await;
+        let wait = if retry {
+            Duration::from_millis(500)
+        } else {
+            Duration::from_secs(30)
+        };
+        tokio::select! {
+            _ = wake.notified() => {
+                // Let a burst of events (a ReplicaSet creating pods) land
+                // before the next batch.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            _ = tokio::time::sleep(wait) => {}
+            _ = until_stopped(&mut stop) => break,
+        }
+    }
+    tasks.iter().for_each(|t| t.abort());
+}
+
+struct Loop {
+    client: Client,
+    scheduler: Scheduler,
+    recorder: Recorder,
+    /// The last FailedScheduling message per pod uid (an event is recorded
+    /// when it changes, not on every attempt).
+    reported: HashMap<String, String>,
+    /// Pods bound but not yet seen bound in the cache.
+    in_flight: HashSet<String>,
+}
+
+impl Loop {
+    /// One scheduling round; whether something should be retried soon.
+    async fn cycle(&mut self, pods: &Informer<Pod>, nodes: &Informer<Node>) -> bool {
+        let all_pods = pods.store().list();
+        self.in_flight.retain(|uid| {
+            all_pods
+                .iter()
+                .any(|p| p.metadata.uid.as_deref() == Some(uid) && is_pending(p))
+        });
+        let pending: Vec<Arc<Pod>> = all_pods
+            .iter()
+            .filter(|p| is_pending(p))
+            .filter(|p| {
+                !self
+                    .in_flight
+                    .contains(p.metadata.uid.as_deref().unwrap_or(""))
+            })
+            .cloned()
+            .collect();
+        let live: HashSet<&str> = all_pods
+            .iter()
+            .filter_map(|p| p.metadata.uid.as_deref())
+            .collect();
+        self.reported.retain(|uid, _| live.contains(uid.as_str()));
+        if pending.is_empty() {
+            return false;
+        }
+        let mut snapshot = Snapshot::new();
+        for node in nodes.store().list() {
+            match NodeInfo::from_node(&node) {
+                Ok(info) => {
+                    if let Err(e) = snapshot.add_node(info) {
+                        tracing::warn!(node = ?node.metadata.name, "node left out of scheduling: {e}");
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(node = ?node.metadata.name, "node left out of scheduling: {e}")
+                }
+            }
+        }
+        for pod in &all_pods {
+            let Some(node) = occupies(pod) else { continue };
+            if let Ok(info) = PodInfo::from_pod(pod) {
+                let _ = snapshot.add_pod(node, &info);
+            }
+        }
+        let mut infos = Vec::with_capacity(pending.len());
+        let mut batch = Vec::with_capacity(pending.len());
+        for pod in pending {
+            match PodInfo::from_pod(&pod) {
+                Ok(info) => {
+                    infos.push(info);
+                    batch.push(pod);
+                }
+                Err(e) => {
+                    self.unschedulable(&pod, &format!("invalid pod: {e}"), "Unschedulable")
+                        .await;
+                }
+            }
+        }
+        let before = snapshot.clone();
+        let results = self.scheduler.schedule_batch(&infos, &mut snapshot);
+        let mut binds = Vec::new();
+        let mut retry = false;
+        for ((pod, info), result) in batch.iter().zip(&infos).zip(results) {
+            match result {
+                Ok(placement) => binds.push((pod.clone(), placement.node)),
+                Err(fit) => {
+                    let message = fit.to_string();
+                    if let Some(p) = self.scheduler.preempt(info, &before) {
+                        retry = true;
+                        self.preempt(pod, &p, &message).await;
+                    } else {
+                        self.unschedulable(pod, &message, "Unschedulable").await;
+                    }
+                }
+            }
+        }
+        let results: Vec<(Arc<Pod>, String, Result<(), String>)> =
+            futures::stream::iter(binds.into_iter().map(|(pod, node)| {
+                let client = self.client.clone();
+                async move {
+                    let r = bind(&client, &pod, &node).await;
+                    (pod, node, r)
+                }
+            }))
+            .buffer_unordered(BIND_CONCURRENCY)
+            .collect()
+            .await;
+        for (pod, node, r) in results {
+            let ns = pod.metadata.namespace.clone().unwrap_or_default();
+            let name = pod.metadata.name.clone().unwrap_or_default();
+            match r {
+                Ok(()) => {
+                    if let Some(uid) = &pod.metadata.uid {
+                        self.in_flight.insert(uid.clone());
+                        self.reported.remove(uid);
+                    }
+                    self.recorder
+                        .normal(
+                            reference(pod.as_ref()),
+                            "Scheduled",
+                            format!("Successfully assigned {ns}/{name} to {node}"),
+                        )
+                        .await;
+                }
+                Err(e) => {
+                    retry = true;
+                    tracing::debug!(pod = %key_of(&pod.metadata), %node, "binding failed: {e}");
+                }
+            }
+        }
+        retry
+    }
+
+    /// Records that `pod` fits nowhere: the PodScheduled condition and,
+    /// when the reason is new, a FailedScheduling event.
+    async fn unschedulable(&mut self, pod: &Pod, message: &str, reason: &str) {
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        if self.reported.get(&uid).map(String::as_str) == Some(message) {
+            return;
+        }
+        self.reported.insert(uid, message.to_string());
+        let api: Api<Pod> = Api::all(&self.client);
+        let patch = json!({"status": {"conditions": [{
+            "type": "PodScheduled",
+            "status": "False",
+            "reason": reason,
+            "message": message,
+            "lastProbeTime": null,
+            "lastTransitionTime": k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(crate::controllers::events::now()),
+        }]}});
+        let _ = api
+            .patch_sub(
+                pod.metadata.namespace.as_deref(),
+                pod.metadata.name.as_deref().unwrap_or(""),
+                Some("status"),
+                PatchType::Strategic,
+                &patch,
+            )
+            .await;
+        self.recorder
+            .warning(reference(pod), "FailedScheduling", message.to_string())
+            .await;
+    }
+
+    /// Evicts the victims and nominates the node for `pod`.
+    async fn preempt(&mut self, pod: &Pod, p: &skiff_sched::Preemption, message: &str) {
+        let api: Api<Pod> = Api::all(&self.client);
+        let preemptor = key_of(&pod.metadata);
+        for (ns, name) in &p.victims {
+            let victim = api.get_in(Some(ns), name).await.ok();
+            let params = DeleteParams::default();
+            let params = match victim.as_ref().and_then(|v| v.metadata.uid.clone()) {
+                Some(uid) => params.with_uid(uid),
+                None => params,
+            };
+            if api.delete_in(Some(ns), name, &params).await.is_ok()
+                && let Some(v) = &victim
+            {
+                self.recorder
+                    .normal(
+                        reference(v),
+                        "Preempted",
+                        format!("Preempted by pod {preemptor} on node {}", p.node),
+                    )
+                    .await;
+            }
+        }
+        let _ = api
+            .patch_sub(
+                pod.metadata.namespace.as_deref(),
+                pod.metadata.name.as_deref().unwrap_or(""),
+                Some("status"),
+                PatchType::Merge,
+                &json!({"status": {"nominatedNodeName": p.node}}),
+            )
+            .await;
+        self.unschedulable(
+            pod,
+            &format!(
+                "{message} preemption: evicting {} pod(s) on node {}.",
+                p.victims.len(),
+                p.node
+            ),
+            "Unschedulable",
+        )
+        .await;
+    }
+}
+
+/// Binds `pod` to `node` through `pods/binding`, guarded by the pod's uid.
+async fn bind(client: &Client, pod: &Pod, node: &str) -> Result<(), String> {
+    let api: Api<Pod> = Api::all(client);
+    let name = pod.metadata.name.as_deref().unwrap_or("");
+    let binding = json!({
+        "apiVersion": "v1",
+        "kind": "Binding",
+        "metadata": {"name": name, "namespace": pod.metadata.namespace, "uid": pod.metadata.uid},
+        "target": {"apiVersion": "v1", "kind": "Node", "name": node},
+    });
+    api.create_sub(pod.metadata.namespace.as_deref(), name, "binding", &binding)
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// Resolves when `stop` turns true (the guard `wait_for` returns is not
+/// `Send`, so it must not live in a `select!` across awaits).
+async fn until_stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}

@@ -1,0 +1,248 @@
+//! Real `skiff server` processes for the integration tests.
+#![allow(dead_code)]
+
+use std::net::{TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use consensus::pb::etcdserverpb::{StatusRequest, maintenance_client::MaintenanceClient};
+
+pub fn free_tcp() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn free_udp() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One member process, killed when dropped.
+pub struct Member {
+    pub name: String,
+    pub dir: PathBuf,
+    pub etcd_port: u16,
+    pub peer_port: u16,
+    pub api_port: u16,
+    pub extra: Vec<String>,
+    pub child: Option<Child>,
+}
+
+impl Member {
+    pub fn new(dir: &Path, name: &str) -> Member {
+        Member {
+            name: name.into(),
+            dir: dir.join(name),
+            etcd_port: free_tcp(),
+            peer_port: free_udp(),
+            api_port: free_tcp(),
+            extra: Vec::new(),
+            child: None,
+        }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("127.0.0.1:{}", self.etcd_port)
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.etcd_port)
+    }
+
+    pub fn peer(&self) -> String {
+        format!("127.0.0.1:{}", self.peer_port)
+    }
+
+    pub fn start(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.with_extension("log"))
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_skiff"))
+            .args(["server", "--data-dir"])
+            .arg(&self.dir)
+            .args(["--name", &self.name])
+            .args(["--etcd-listen", &self.endpoint()])
+            .args(["--peer-listen", &self.peer()])
+            .args(["--api-listen", &format!("127.0.0.1:{}", self.api_port)])
+            .args(&self.extra)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn skiff");
+        self.child = Some(child);
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill(); // SIGKILL
+            let _ = c.wait();
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.with_extension("log")).unwrap_or_default()
+    }
+
+    /// Waits until the member answers Status and knows a leader; returns
+    /// (its member id, the leader id).
+    pub async fn wait_ready(&self, timeout: Duration) -> (u64, u64) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(mut c) = MaintenanceClient::connect(self.url()).await
+                && let Ok(r) = c.status(StatusRequest {}).await
+            {
+                let r = r.into_inner();
+                if r.leader != 0 {
+                    return (r.header.unwrap().member_id, r.leader);
+                }
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "member {} not ready in {timeout:?}; log:\n{}",
+                    self.name,
+                    self.log()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Runs etcdctl against `endpoint`, returning (success, stdout, stderr).
+pub fn etcdctl(endpoint: &str, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
+    let mut cmd = Command::new("etcdctl");
+    cmd.env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={endpoint}"))
+        .arg("--command-timeout=10s")
+        .args(args);
+    run(cmd, stdin)
+}
+
+/// Runs `cmd` with `stdin` (if any) fed to it: (success, stdout, stderr).
+pub fn run(mut cmd: Command, stdin: Option<&str>) -> (bool, String, String) {
+    use std::io::Write;
+    let mut child = cmd
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{cmd:?} cannot start (scripts/test installs the tools): {e}"));
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// etcdctl that must succeed.
+pub fn etcdctl_ok(endpoint: &str, args: &[&str]) -> String {
+    let (ok, out, err) = etcdctl(endpoint, args, None);
+    assert!(ok, "etcdctl {args:?} failed: {err}\n{out}");
+    out
+}
+
+impl Member {
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.dir.join("kubeconfig.yaml")
+    }
+
+    /// Waits until the Kubernetes API answers `kubectl get --raw /readyz`.
+    pub async fn wait_api(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.kubeconfig().exists() {
+                let (ok, _, _) = kubectl(self, &["get", "--raw", "/readyz"], None);
+                if ok {
+                    return;
+                }
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "API of {} not ready in {timeout:?}; log:\n{}",
+                    self.name,
+                    self.log()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// Runs the real kubectl against `m`'s kubeconfig: (success, stdout, stderr).
+pub fn kubectl(m: &Member, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
+    let mut cmd = Command::new("kubectl");
+    cmd.env("KUBECONFIG", m.kubeconfig())
+        .env("HOME", m.dir.join("home"))
+        .args(args);
+    run(cmd, stdin)
+}
+
+/// kubectl that must succeed; returns stdout.
+pub fn kubectl_ok(m: &Member, args: &[&str], stdin: Option<&str>) -> String {
+    let (ok, out, err) = kubectl(m, args, stdin);
+    assert!(
+        ok,
+        "kubectl {args:?} failed: {err}\n{out}\nserver log tail:\n{}",
+        tail(&m.log(), 30)
+    );
+    out
+}
+
+fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+impl Member {
+    /// [`Member::start`] with extra environment variables for the server
+    /// (settings that have no flag, like the agent's back-off).
+    pub fn start_with_env(&mut self, env: &[(&str, &str)]) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.with_extension("log"))
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_skiff"))
+            .args(["server", "--data-dir"])
+            .arg(&self.dir)
+            .args(["--name", &self.name])
+            .args(["--etcd-listen", &self.endpoint()])
+            .args(["--peer-listen", &self.peer()])
+            .args(["--api-listen", &format!("127.0.0.1:{}", self.api_port)])
+            .args(&self.extra)
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn skiff");
+        self.child = Some(child);
+    }
+}

@@ -1,0 +1,407 @@
+//! End to end, as a user sees skiff: a real `skiff server` (store, API,
+//! controllers, scheduler, agent) and real `skiff agent` processes, driven
+//! with the real kubectl. A Deployment of the example wasm HTTP app runs,
+//! answers, scales, rolls out a new image within maxUnavailable, rolls
+//! back; a DaemonSet covers every node; a Job completes; a pod that fits
+//! nowhere stays Pending with kube-scheduler's FailedScheduling message;
+//! an agent that dies has its pods recreated on the other nodes.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Member, kubectl, kubectl_ok};
+
+fn wasm(name: &str) -> PathBuf {
+    let dir = std::env::var_os("SKIFF_WASM_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| {
+                format!("{}/.cache/skiff-target", std::env::var("HOME").unwrap())
+            }))
+            .join("wasm")
+        });
+    let p = dir.join(name);
+    assert!(
+        p.is_file(),
+        "{} is missing: run scripts/build-examples (scripts/test does)",
+        p.display()
+    );
+    p
+}
+
+/// A `skiff agent` process, killed when dropped.
+struct Agent {
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Agent {
+    fn start(server: &Member, name: &str) -> Agent {
+        let dir = server.dir.with_file_name(format!("agent-{name}"));
+        let log = dir.with_extension("log");
+        let token = std::fs::read_to_string(server.dir.join("pki/join.token")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_skiff"))
+            .args(["agent", "--server"])
+            .arg(format!("https://127.0.0.1:{}", server.api_port))
+            .args(["--token", token.trim(), "--node-name", name, "--data-dir"])
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("spawn skiff agent");
+        Agent {
+            child: Some(child),
+            log,
+        }
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Polls `f` every 250 ms until it returns Some, or panics after `timeout`
+/// saying what was awaited and what was last seen.
+async fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Result<T, String>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match f() {
+            Ok(v) => return v,
+            Err(last) if Instant::now() > deadline => {
+                panic!("timed out after {timeout:?} waiting for {what}; last seen: {last}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+        }
+    }
+}
+
+fn jsonpath(m: &Member, args: &[&str], path: &str) -> String {
+    let mut a = args.to_vec();
+    let p = format!("jsonpath={path}");
+    a.extend(["-o", &p]);
+    kubectl(m, &a, None).1
+}
+
+/// (ready pods, all pods) of a label selector in `ns`.
+fn pods_ready(m: &Member, ns: &str, selector: &str) -> (usize, usize, String) {
+    let out = jsonpath(
+        m,
+        &["get", "pods", "-n", ns, "-l", selector],
+        r#"{range .items[*]}{.metadata.name} {.status.phase} {.status.conditions[?(@.type=="Ready")].status} {.spec.nodeName} {.status.podIP} {.metadata.deletionTimestamp}{"\n"}{end}"#,
+    );
+    let lines: Vec<&str> = out.lines().filter(|l| !l.trim().is_empty()).collect();
+    let ready = lines
+        .iter()
+        .filter(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            f.get(1) == Some(&"Running") && f.get(2) == Some(&"True")
+        })
+        .count();
+    (ready, lines.len(), out)
+}
+
+fn http_get(addr: &str, path: &str) -> Result<String, String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(
+        &addr.parse().map_err(|e| format!("{addr}: {e}"))?,
+        Duration::from_secs(2),
+    )
+    .map_err(|e| format!("{addr}: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).map_err(|e| e.to_string())?;
+    Ok(out)
+}
+
+fn deployment(image: &str, replicas: u32) -> String {
+    format!(
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: hello
+spec:
+  replicas: {replicas}
+  selector:
+    matchLabels: {{app: hello}}
+  strategy:
+    rollingUpdate: {{maxUnavailable: 1, maxSurge: 1}}
+  template:
+    metadata:
+      labels: {{app: hello}}
+    spec:
+      runtimeClassName: wasm
+      containers:
+      - name: hello
+        image: {image}
+        ports: [{{containerPort: 8080}}]
+        readinessProbe:
+          httpGet: {{path: /ready, port: 8080}}
+          periodSeconds: 1
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deployments_scale_roll_and_roll_back() {
+    let v1 = wasm("hello-http.wasm");
+    let tmp = tempfile::tempdir().unwrap();
+    // A second image: the same component at another path, so the template
+    // changes as it does when a tag changes.
+    let v2 = tmp.path().join("hello-v2.wasm");
+    std::fs::copy(&v1, &v2).unwrap();
+    let (v1, v2) = (v1.display().to_string(), v2.display().to_string());
+    let mut m = Member::new(tmp.path(), "e2e");
+    m.start();
+    m.wait_api(Duration::from_secs(30)).await;
+    wait_for("the node to be Ready", Duration::from_secs(30), || {
+        let s = jsonpath(
+            &m,
+            &["get", "nodes"],
+            r#"{.items[*].status.conditions[?(@.type=="Ready")].status}"#,
+        );
+        if s.trim() == "True" { Ok(()) } else { Err(s) }
+    })
+    .await;
+
+    // Three replicas run, are ready, and answer on their pod IPs.
+    kubectl_ok(&m, &["apply", "-f", "-"], Some(&deployment(&v1, 3)));
+    kubectl_ok(
+        &m,
+        &["rollout", "status", "deploy/hello", "--timeout=60s"],
+        None,
+    );
+    let (ready, total, listing) = pods_ready(&m, "default", "app=hello");
+    assert_eq!((ready, total), (3, 3), "{listing}");
+    for line in listing.lines() {
+        let ip = line.split(' ').nth(4).unwrap();
+        let answer = http_get(&format!("{ip}:8080"), "/from-e2e").unwrap();
+        assert!(
+            answer.starts_with("HTTP/1.1 200") && answer.contains("you asked for /from-e2e"),
+            "{ip}: {answer}"
+        );
+    }
+
+    // Scale to 10.
+    kubectl_ok(&m, &["scale", "deploy/hello", "--replicas=10"], None);
+    wait_for("10 ready replicas", Duration::from_secs(60), || {
+        let (ready, total, l) = pods_ready(&m, "default", "app=hello");
+        if ready == 10 && total == 10 {
+            Ok(())
+        } else {
+            Err(l)
+        }
+    })
+    .await;
+
+    // A new image rolls out; never fewer than 9 ready (maxUnavailable 1).
+    kubectl_ok(
+        &m,
+        &["set", "image", "deploy/hello", &format!("hello={v2}")],
+        None,
+    );
+    let mut min_ready = usize::MAX;
+    wait_for("the rollout to v2", Duration::from_secs(120), || {
+        let (ready, _, _) = pods_ready(&m, "default", "app=hello");
+        min_ready = min_ready.min(ready);
+        let status = jsonpath(
+            &m,
+            &["get", "deploy/hello"],
+            "{.status.updatedReplicas} {.status.readyReplicas} {.status.replicas} {.metadata.generation} {.status.observedGeneration}",
+        );
+        let f: Vec<&str> = status.split(' ').collect();
+        if f.len() == 5 && f[0] == "10" && f[1] == "10" && f[2] == "10" && f[3] == f[4] {
+            Ok(())
+        } else {
+            Err(status)
+        }
+    })
+    .await;
+    assert!(
+        min_ready >= 9,
+        "a rollout with maxUnavailable 1 went down to {min_ready} ready"
+    );
+    let images = jsonpath(
+        &m,
+        &["get", "pods", "-l", "app=hello"],
+        "{.items[*].spec.containers[0].image}",
+    );
+    assert!(images.split(' ').all(|i| i == v2), "{images}");
+
+    // Roll back.
+    kubectl_ok(&m, &["rollout", "undo", "deploy/hello"], None);
+    kubectl_ok(
+        &m,
+        &["rollout", "status", "deploy/hello", "--timeout=120s"],
+        None,
+    );
+    assert_eq!(
+        jsonpath(
+            &m,
+            &["get", "deploy/hello"],
+            "{.spec.template.spec.containers[0].image}"
+        ),
+        v1
+    );
+    let history = kubectl_ok(&m, &["rollout", "history", "deploy/hello"], None);
+    assert!(history.contains('3'), "{history}");
+
+    // A Job runs to completion.
+    let job = format!(
+        "apiVersion: batch/v1\nkind: Job\nmetadata: {{name: once}}\nspec:\n  template:\n    spec:\n      runtimeClassName: wasm\n      restartPolicy: Never\n      containers: [{{name: job, image: {}}}]\n",
+        wasm("job.wasm").display()
+    );
+    kubectl_ok(&m, &["apply", "-f", "-"], Some(&job));
+    kubectl_ok(
+        &m,
+        &[
+            "wait",
+            "--for=condition=Complete",
+            "job/once",
+            "--timeout=60s",
+        ],
+        None,
+    );
+
+    // A pod that fits nowhere stays Pending and says why.
+    let huge = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: huge}}\nspec:\n  runtimeClassName: wasm\n  containers: [{{name: c, image: {v1}, resources: {{requests: {{cpu: \"500\"}}}}}}]\n"
+    );
+    kubectl_ok(&m, &["apply", "-f", "-"], Some(&huge));
+    let message = wait_for("FailedScheduling", Duration::from_secs(20), || {
+        let ev = jsonpath(
+            &m,
+            &[
+                "get",
+                "events",
+                "--field-selector",
+                "involvedObject.name=huge,reason=FailedScheduling",
+            ],
+            "{.items[*].message}",
+        );
+        if ev.is_empty() {
+            Err("no event".into())
+        } else {
+            Ok(ev)
+        }
+    })
+    .await;
+    assert!(
+        message.contains("0/1 nodes are available: 1 Insufficient cpu."),
+        "{message}"
+    );
+    assert_eq!(
+        jsonpath(&m, &["get", "pod", "huge"], "{.status.phase}"),
+        "Pending"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_of_a_lost_agent_are_recreated_elsewhere() {
+    let image = wasm("hello-http.wasm").display().to_string();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut m = Member::new(tmp.path(), "cp");
+    m.start();
+    m.wait_api(Duration::from_secs(30)).await;
+    let mut a1 = Agent::start(&m, "worker-1");
+    let _a2 = Agent::start(&m, "worker-2");
+    wait_for("3 Ready nodes", Duration::from_secs(40), || {
+        let s = jsonpath(
+            &m,
+            &["get", "nodes"],
+            r#"{.items[*].status.conditions[?(@.type=="Ready")].status}"#,
+        );
+        if s.split(' ').filter(|x| *x == "True").count() == 3 {
+            Ok(())
+        } else {
+            Err(format!(
+                "{s}; agent log: {}",
+                std::fs::read_to_string(&a1.log).unwrap_or_default()
+            ))
+        }
+    })
+    .await;
+
+    // A DaemonSet lands on every node.
+    let ds = format!(
+        "apiVersion: apps/v1\nkind: DaemonSet\nmetadata: {{name: every}}\nspec:\n  selector: {{matchLabels: {{app: every}}}}\n  template:\n    metadata: {{labels: {{app: every}}}}\n    spec:\n      runtimeClassName: wasm\n      containers: [{{name: c, image: {image}}}]\n"
+    );
+    kubectl_ok(&m, &["apply", "-f", "-"], Some(&ds));
+    wait_for(
+        "a DaemonSet pod on each of 3 nodes",
+        Duration::from_secs(40),
+        || {
+            let (ready, _, l) = pods_ready(&m, "default", "app=every");
+            let nodes: std::collections::BTreeSet<&str> =
+                l.lines().filter_map(|x| x.split(' ').nth(3)).collect();
+            if ready == 3 && nodes.len() == 3 {
+                Ok(())
+            } else {
+                Err(l)
+            }
+        },
+    )
+    .await;
+
+    kubectl_ok(&m, &["apply", "-f", "-"], Some(&deployment(&image, 6)));
+    kubectl_ok(
+        &m,
+        &["rollout", "status", "deploy/hello", "--timeout=60s"],
+        None,
+    );
+    let (_, _, listing) = pods_ready(&m, "default", "app=hello");
+    let on_lost = listing
+        .lines()
+        .filter(|l| l.split(' ').nth(3) == Some("worker-1"))
+        .count();
+    assert!(
+        on_lost > 0,
+        "the spread put nothing on worker-1:\n{listing}"
+    );
+
+    // worker-1 dies. Within 45 s its pods are replaced on the other nodes.
+    a1.kill9();
+    let lost_at = Instant::now();
+    wait_for(
+        "6 ready replicas off worker-1",
+        Duration::from_secs(45),
+        || {
+            let (_, _, l) = pods_ready(&m, "default", "app=hello");
+            let healthy = l
+                .lines()
+                .filter(|x| {
+                    let f: Vec<&str> = x.split(' ').collect();
+                    f.get(1) == Some(&"Running")
+                        && f.get(2) == Some(&"True")
+                        && f.get(3) != Some(&"worker-1")
+                        && f.get(5).is_none_or(|d| d.is_empty())
+                })
+                .count();
+            if healthy == 6 { Ok(()) } else { Err(l) }
+        },
+    )
+    .await;
+    eprintln!("pods replaced {:?} after the agent died", lost_at.elapsed());
+    let node_ready = jsonpath(
+        &m,
+        &["get", "node", "worker-1"],
+        r#"{.status.conditions[?(@.type=="Ready")].status}"#,
+    );
+    assert_eq!(node_ready, "Unknown");
+}

@@ -1,0 +1,534 @@
+//! The real kubectl (v1.32) against a real `skiff server`, with its default
+//! settings and the kubeconfig skiff writes.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::{Member, kubectl, kubectl_ok};
+
+const READY: Duration = Duration::from_secs(30);
+
+const APP: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: shop
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: settings
+  namespace: shop
+data:
+  color: blue
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  namespace: shop
+  labels:
+    app: web
+spec:
+  replicas: 2
+  selector:
+    matchLabels:
+      app: web
+  template:
+    metadata:
+      labels:
+        app: web
+    spec:
+      containers:
+      - name: web
+        image: registry.local/hello:v1
+        ports:
+        - containerPort: 8080
+        env:
+        - name: COLOR
+          value: blue
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+  namespace: shop
+spec:
+  selector:
+    app: web
+  ports:
+  - port: 80
+    targetPort: 8080
+"#;
+
+async fn start(tmp: &std::path::Path) -> Member {
+    let mut m = Member::new(tmp, "k");
+    m.start();
+    m.wait_ready(READY).await;
+    m.wait_api(READY).await;
+    m
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_apply_get_scale_delete_watch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = start(tmp.path()).await;
+
+    let ns = kubectl_ok(&m, &["get", "namespaces"], None);
+    for n in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        assert!(ns.contains(n), "{ns}");
+    }
+    assert!(ns.starts_with("NAME"), "{ns}");
+
+    // apply: created, then unchanged, then configured
+    let out = kubectl_ok(&m, &["apply", "-f", "-"], Some(APP));
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        [
+            "namespace/shop created",
+            "configmap/settings created",
+            "deployment.apps/web created",
+            "service/web created"
+        ],
+    );
+    let out = kubectl_ok(&m, &["apply", "-f", "-"], Some(APP));
+    assert!(out.lines().all(|l| l.ends_with(" unchanged")), "{out}");
+    let changed = APP
+        .replace("color: blue", "color: green")
+        .replace("value: blue", "value: green");
+    let out = kubectl_ok(&m, &["apply", "-f", "-"], Some(&changed));
+    assert!(
+        out.contains("configmap/settings configured")
+            && out.contains("deployment.apps/web configured"),
+        "{out}"
+    );
+    assert!(out.contains("service/web unchanged"), "{out}");
+    assert_eq!(
+        kubectl_ok(
+            &m,
+            &[
+                "get",
+                "cm",
+                "settings",
+                "-n",
+                "shop",
+                "-o",
+                "jsonpath={.data.color}"
+            ],
+            None
+        ),
+        "green"
+    );
+    let env = kubectl_ok(
+        &m,
+        &[
+            "get",
+            "deploy",
+            "web",
+            "-n",
+            "shop",
+            "-o",
+            "jsonpath={.spec.template.spec.containers[0].env[0].value} {.metadata.generation}",
+        ],
+        None,
+    );
+    assert_eq!(env, "green 2");
+
+    // get: table columns, wide, yaml, json, name
+    let table = kubectl_ok(&m, &["get", "deployments", "-n", "shop"], None);
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(header, ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"]);
+    assert!(table.lines().nth(1).unwrap().starts_with("web "), "{table}");
+    let wide = kubectl_ok(&m, &["get", "deploy", "-n", "shop", "-o", "wide"], None);
+    assert!(
+        wide.contains("CONTAINERS")
+            && wide.contains("registry.local/hello:v1")
+            && wide.contains("app=web"),
+        "{wide}"
+    );
+    let svc = kubectl_ok(&m, &["get", "svc", "web", "-n", "shop"], None);
+    assert!(
+        svc.contains("ClusterIP") && svc.contains("10.43.") && svc.contains("80/TCP"),
+        "{svc}"
+    );
+    let yaml = kubectl_ok(
+        &m,
+        &["get", "deploy", "web", "-n", "shop", "-o", "yaml"],
+        None,
+    );
+    for needle in [
+        "uid:",
+        "resourceVersion:",
+        "creationTimestamp:",
+        "revisionHistoryLimit: 10",
+        "imagePullPolicy: IfNotPresent",
+        "kubectl.kubernetes.io/last-applied-configuration",
+    ] {
+        assert!(yaml.contains(needle), "missing {needle} in\n{yaml}");
+    }
+    assert_eq!(
+        kubectl_ok(&m, &["get", "all", "-n", "shop", "-o", "name"], None)
+            .lines()
+            .count(),
+        2
+    );
+    let by_label = kubectl_ok(
+        &m,
+        &["get", "deploy", "-A", "-l", "app=web", "-o", "name"],
+        None,
+    );
+    assert_eq!(by_label.trim(), "deployment.apps/web");
+    assert_eq!(
+        kubectl_ok(
+            &m,
+            &["get", "deploy", "-A", "-l", "app=nope", "-o", "name"],
+            None
+        )
+        .trim(),
+        ""
+    );
+
+    // describe works on what we serve
+    let d = kubectl_ok(&m, &["describe", "deployment", "web", "-n", "shop"], None);
+    assert!(
+        d.contains("Name:") && d.contains("web") && d.contains("Replicas:"),
+        "{d}"
+    );
+
+    // scale
+    assert!(
+        kubectl_ok(
+            &m,
+            &["scale", "deploy", "web", "-n", "shop", "--replicas=5"],
+            None
+        )
+        .contains("scaled")
+    );
+    assert_eq!(
+        kubectl_ok(
+            &m,
+            &[
+                "get",
+                "deploy",
+                "web",
+                "-n",
+                "shop",
+                "-o",
+                "jsonpath={.spec.replicas}"
+            ],
+            None
+        ),
+        "5"
+    );
+
+    // edit-like patches
+    kubectl_ok(
+        &m,
+        &["label", "deploy", "web", "-n", "shop", "tier=front"],
+        None,
+    );
+    kubectl_ok(
+        &m,
+        &["annotate", "cm", "settings", "-n", "shop", "note=hi"],
+        None,
+    );
+    kubectl_ok(
+        &m,
+        &[
+            "patch",
+            "cm",
+            "settings",
+            "-n",
+            "shop",
+            "--type=json",
+            "-p",
+            r#"[{"op":"add","path":"/data/size","value":"xl"}]"#,
+        ],
+        None,
+    );
+    kubectl_ok(
+        &m,
+        &[
+            "patch",
+            "cm",
+            "settings",
+            "-n",
+            "shop",
+            "--type=merge",
+            "-p",
+            r#"{"data":{"color":null}}"#,
+        ],
+        None,
+    );
+    assert_eq!(
+        kubectl_ok(
+            &m,
+            &[
+                "get",
+                "cm",
+                "settings",
+                "-n",
+                "shop",
+                "-o",
+                "jsonpath={.data}"
+            ],
+            None
+        ),
+        r#"{"size":"xl"}"#
+    );
+
+    // watch: see a new object appear
+    let mut w = Command::new("kubectl")
+        .env("KUBECONFIG", m.kubeconfig())
+        .env("HOME", m.dir.join("home"))
+        .args(["get", "configmaps", "-n", "shop", "-w", "--no-headers"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = mpsc::channel();
+    let stdout = w.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    kubectl_ok(
+        &m,
+        &[
+            "create",
+            "configmap",
+            "late",
+            "-n",
+            "shop",
+            "--from-literal=a=b",
+        ],
+        None,
+    );
+    let mut seen = Vec::new();
+    while !seen.iter().any(|l: &String| l.starts_with("late ")) {
+        match rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(l) => seen.push(l),
+            Err(_) => break,
+        }
+    }
+    let _ = w.kill();
+    let _ = w.wait();
+    assert!(seen.iter().any(|l| l.starts_with("settings ")), "{seen:?}");
+    assert!(seen.iter().any(|l| l.starts_with("late ")), "{seen:?}");
+
+    // delete waits and the object is gone
+    assert!(
+        kubectl_ok(&m, &["delete", "cm", "late", "-n", "shop"], None)
+            .contains("configmap \"late\" deleted")
+    );
+    let (ok, _, err) = kubectl(&m, &["get", "cm", "late", "-n", "shop"], None);
+    assert!(
+        !ok && err.contains("configmaps \"late\" not found"),
+        "{err}"
+    );
+    // Deleting the namespace first takes its contents along (as the
+    // namespace controller does), so later deletes may find nothing.
+    let out = kubectl_ok(&m, &["delete", "-f", "-", "--ignore-not-found"], Some(APP));
+    assert!(out.contains("namespace \"shop\" deleted"), "{out}");
+    for _ in 0..50 {
+        if !kubectl_ok(&m, &["get", "ns", "-o", "name"], None).contains("namespace/shop") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!kubectl_ok(&m, &["get", "ns", "-o", "name"], None).contains("namespace/shop"));
+    assert_eq!(
+        kubectl_ok(
+            &m,
+            &["get", "deploy,svc,cm", "-n", "shop", "-o", "name"],
+            None
+        )
+        .trim(),
+        ""
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authentication_and_rbac() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = start(tmp.path()).await;
+    assert_eq!(
+        kubectl_ok(&m, &["auth", "can-i", "create", "pods"], None).trim(),
+        "yes"
+    );
+
+    kubectl_ok(&m, &["create", "namespace", "team"], None);
+    kubectl_ok(
+        &m,
+        &["create", "serviceaccount", "reader", "-n", "team"],
+        None,
+    );
+    kubectl_ok(
+        &m,
+        &[
+            "create",
+            "role",
+            "pod-reader",
+            "-n",
+            "team",
+            "--verb=get,list,watch",
+            "--resource=pods",
+        ],
+        None,
+    );
+    kubectl_ok(
+        &m,
+        &[
+            "create",
+            "rolebinding",
+            "reader",
+            "-n",
+            "team",
+            "--role=pod-reader",
+            "--serviceaccount=team:reader",
+        ],
+        None,
+    );
+    let token = kubectl_ok(&m, &["create", "token", "reader", "-n", "team"], None);
+    let token = token.trim();
+    assert!(token.split('.').count() == 3, "{token}");
+
+    let as_sa = |args: &[&str]| {
+        let mut a = vec!["--token", token];
+        a.extend_from_slice(args);
+        kubectl(&m, &a, None)
+    };
+    let (ok, out, err) = as_sa(&["get", "pods", "-n", "team"]);
+    assert!(ok, "the role allows listing pods: {err}");
+    assert!(out.is_empty() || out.contains("No resources"), "{out}");
+    let (ok, _, err) = as_sa(&["get", "secrets", "-n", "team"]);
+    assert!(
+        !ok && err.contains("Forbidden") && err.contains("cannot list resource \"secrets\""),
+        "{err}"
+    );
+    let (ok, _, err) = as_sa(&["get", "pods", "-n", "default"]);
+    assert!(!ok && err.contains("Forbidden"), "{err}");
+    let (ok, out, _) = as_sa(&["auth", "can-i", "list", "pods", "-n", "team"]);
+    assert!(ok && out.trim() == "yes");
+    let (_, out, _) = as_sa(&["auth", "can-i", "delete", "pods", "-n", "team"]);
+    assert_eq!(out.trim(), "no");
+
+    // The admin may act as the account (kubectl --as); the account may not
+    // act as anyone.
+    let (_, out, _) = kubectl(
+        &m,
+        &[
+            "auth",
+            "can-i",
+            "delete",
+            "pods",
+            "-n",
+            "team",
+            "--as=system:serviceaccount:team:reader",
+        ],
+        None,
+    );
+    assert_eq!(out.trim(), "no");
+    let (_, out, _) = kubectl(
+        &m,
+        &[
+            "auth",
+            "can-i",
+            "get",
+            "pods",
+            "-n",
+            "team",
+            "--as=system:serviceaccount:team:reader",
+        ],
+        None,
+    );
+    assert_eq!(out.trim(), "yes");
+    let (ok, _, err) = as_sa(&["get", "pods", "-n", "team", "--as=admin"]);
+    assert!(!ok && err.contains("cannot impersonate"), "{err}");
+
+    // A bad token and no credentials at all are both 401.
+    let (ok, _, err) = kubectl(&m, &["--token", "not-a-token", "get", "pods"], None);
+    assert!(!ok && err.contains("Unauthorized"), "{err}");
+    // No credentials at all (kubectl would prompt for them; curl does not).
+    let out = Command::new("curl")
+        .args(["-sS", "--cacert"])
+        .arg(m.dir.join("pki/ca.crt"))
+        .arg(format!(
+            "https://127.0.0.1:{}/api/v1/namespaces/default/pods",
+            m.api_port
+        ))
+        .output()
+        .unwrap();
+    let body = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        body.contains("\"code\":401") && body.contains("Unauthorized"),
+        "{body}"
+    );
+
+    // Deleting the account revokes its tokens.
+    kubectl_ok(
+        &m,
+        &["delete", "serviceaccount", "reader", "-n", "team"],
+        None,
+    );
+    let (ok, _, err) = as_sa(&["get", "pods", "-n", "team"]);
+    assert!(!ok && err.contains("Unauthorized"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_manifests_get_4xx_naming_the_field() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = start(tmp.path()).await;
+    let cases: &[(&str, &str)] = &[
+        (
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n  containers:\n  - name: c\n",
+            "spec.containers[0].image: Required value",
+        ),
+        (
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n  containers: []\n",
+            "spec.containers: Required value",
+        ),
+        (
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: Bad_Name\nspec:\n  containers:\n  - name: c\n    image: x\n",
+            "metadata.name: Invalid value: \"Bad_Name\"",
+        ),
+        (
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n  containers:\n  - name: c\n    image: x\n    ports:\n    - containerPort: 70000\n",
+            "spec.containers[0].ports[0].containerPort",
+        ),
+        (
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n  containers:\n  - name: c\n    image: x\n    imagee: y\n",
+            "unknown field \"spec.containers[0].imagee\"",
+        ),
+        (
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: d\nspec:\n  selector:\n    matchLabels: {app: a}\n  template:\n    metadata:\n      labels: {app: b}\n    spec:\n      containers:\n      - name: c\n        image: x\n",
+            "spec.template.metadata.labels",
+        ),
+        (
+            "apiVersion: v1\nkind: Service\nmetadata:\n  name: s\nspec:\n  ports:\n  - port: 0\n",
+            "spec.ports[0].port",
+        ),
+        (
+            "apiVersion: batch/v1beta1\nkind: CronJob\nmetadata:\n  name: c\nspec:\n  schedule: \"* * * * *\"\n",
+            "no matches for kind \"CronJob\" in version \"batch/v1beta1\"",
+        ),
+    ];
+    for (manifest, want) in cases {
+        let (ok, out, err) = kubectl(&m, &["apply", "-f", "-"], Some(manifest));
+        assert!(!ok, "accepted:\n{manifest}\n{out}");
+        assert!(
+            err.contains(want),
+            "for\n{manifest}\nexpected {want:?} in:\n{err}"
+        );
+    }
+    // The server is still fine.
+    kubectl_ok(&m, &["get", "ns", "default"], None);
+}
