@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, TcpListener};
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -31,6 +31,39 @@ pub fn block_for(node_name: &str) -> u8 {
         h = h.wrapping_mul(0x0100_0193);
     }
     (h % 250) as u8 + 1
+}
+
+/// Agents on one host (a demo's second node, the tests) must not share a
+/// block: each holds a listener on `127.42.X.1:CLAIM_PORT` for as long as it
+/// runs, and one that finds its block held moves to the next free one.
+const CLAIM_PORT: u16 = 10249;
+
+/// Claims a block for this agent, starting at `preferred`: the block and
+/// the listener that holds it (drop it to give the block up). With
+/// `configured`, the block was asked for and another is never taken.
+pub fn claim_block(preferred: u8, configured: bool) -> anyhow::Result<(u8, TcpListener)> {
+    let mut block = preferred;
+    for _ in 0..250 {
+        match TcpListener::bind((Ipv4Addr::new(127, 42, block, 1), CLAIM_PORT)) {
+            Ok(l) => return Ok((block, l)),
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse && !configured => {
+                block = block % 250 + 1;
+            }
+            Err(e) => {
+                return Err(anyhow::anyhow!(
+                    "claiming the pod address block 127.42.{block}.0/24 \
+                     (127.42.{block}.1:{CLAIM_PORT}): {e}{}",
+                    if e.kind() == io::ErrorKind::AddrInUse {
+                        "; another agent on this host uses it: \
+                         choose another SKIFF_AGENT_POD_IP_BLOCK"
+                    } else {
+                        ""
+                    }
+                ));
+            }
+        }
+    }
+    anyhow::bail!("every pod address block 127.42.1-250.0/24 is held by another agent on this host")
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -148,6 +181,17 @@ mod tests {
         for name in ["", "a", "node-a", "node-b", "worker-17"] {
             assert!((1..=250).contains(&block_for(name)));
         }
+    }
+
+    #[test]
+    fn two_agents_never_share_a_block() {
+        // 241 is what no test node name hashes to; the claim is real, on
+        // this host's loopback.
+        let (a, _held) = claim_block(241, false).unwrap();
+        let (b, _held_too) = claim_block(a, false).unwrap();
+        assert_ne!(a, b);
+        let err = claim_block(a, true).unwrap_err().to_string();
+        assert!(err.contains("another agent on this host"), "{err}");
     }
 
     #[test]

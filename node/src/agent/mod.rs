@@ -234,9 +234,12 @@ pub async fn run_with(
     let runtime = WasmRuntime::new(RuntimeConfig::new(cfg.data_dir.join("wasm")))
         .context("starting the wasm runtime")?;
     let sys = node::SystemInfo::read();
-    let block = tuning
-        .pod_ip_block
-        .unwrap_or_else(|| ipam::block_for(&cfg.node_name));
+    let (block, _block_claim) = ipam::claim_block(
+        tuning
+            .pod_ip_block
+            .unwrap_or_else(|| ipam::block_for(&cfg.node_name)),
+        tuning.pod_ip_block.is_some(),
+    )?;
     let ips = ipam::PodIps::open(cfg.data_dir.join("pod-ips.json"), block);
     let registered = loop {
         match node::register(&client, &cfg, &sys).await {
