@@ -9,49 +9,15 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::{Member, kubectl, kubectl_ok};
+use common::{Member, http_get, kubectl, kubectl_ok, wait_for, wasm};
 use serde_json::{Value, json};
 
 const NODE: &str = "agent-test";
 /// A pod IP block no node name hashes to (those are 1..=250), so that other
 /// tests' pods never share an address with these.
 const BLOCK: &str = "252";
-
-fn wasm(name: &str) -> String {
-    let dir = std::env::var_os("SKIFF_WASM_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| {
-                format!("{}/.cache/skiff-target", std::env::var("HOME").unwrap())
-            }))
-            .join("wasm")
-        });
-    let p = dir.join(name);
-    assert!(
-        p.is_file(),
-        "{} is missing: run scripts/build-examples (scripts/test does)",
-        p.display()
-    );
-    p.display().to_string()
-}
-
-/// Polls `f` every 250 ms until it returns Ok, or panics after `timeout`
-/// saying what was awaited and what was last seen.
-async fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Result<T, String>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match f() {
-            Ok(v) => return v,
-            Err(last) if Instant::now() > deadline => {
-                panic!("timed out after {timeout:?} waiting for {what}; last seen: {last}")
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
-        }
-    }
-}
 
 fn get(m: &Member, args: &[&str]) -> Result<Value, String> {
     let mut a = vec!["get"];
@@ -82,24 +48,6 @@ fn brief(p: &Value) -> String {
         "phase={} reason={} ip={} containers={}",
         s["phase"], s["reason"], s["podIP"], s["containerStatuses"]
     )
-}
-
-fn http_get(addr: &str, path: &str) -> Result<String, String> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect_timeout(
-        &addr.parse().map_err(|e| format!("{addr}: {e}"))?,
-        Duration::from_secs(2),
-    )
-    .map_err(|e| format!("{addr}: {e}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .map_err(|e| e.to_string())?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).map_err(|e| e.to_string())?;
-    Ok(out)
 }
 
 fn wasm_pod(name: &str, restart: &str, container: Value) -> Value {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Member, kubectl, kubectl_ok};
+use common::{Member, kubectl, kubectl_ok, wait_for};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
 use k8s_openapi::jiff::Timestamp;
 use serde_json::Value;
@@ -32,21 +32,6 @@ async fn server(tmp: &Path, name: &str) -> Member {
     m.start();
     m.wait_api(Duration::from_secs(30)).await;
     m
-}
-
-/// Polls `f` every 100 ms until it returns Ok, or panics after `timeout`
-/// saying what was awaited and what was last seen.
-async fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Result<T, String>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match f() {
-            Ok(v) => return v,
-            Err(last) if Instant::now() > deadline => {
-                panic!("timed out after {timeout:?} waiting for {what}; last seen: {last}")
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
 }
 
 /// `kubectl get ARGS -o json`; `None` when it is not found.

@@ -12,25 +12,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Member, kubectl, kubectl_ok};
-
-fn wasm(name: &str) -> PathBuf {
-    let dir = std::env::var_os("SKIFF_WASM_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| {
-                format!("{}/.cache/skiff-target", std::env::var("HOME").unwrap())
-            }))
-            .join("wasm")
-        });
-    let p = dir.join(name);
-    assert!(
-        p.is_file(),
-        "{} is missing: run scripts/build-examples (scripts/test does)",
-        p.display()
-    );
-    p
-}
+use common::{Member, http_get, kubectl, kubectl_ok, wait_for, wasm};
 
 /// A `skiff agent` process, killed when dropped.
 struct Agent {
@@ -72,21 +54,6 @@ impl Drop for Agent {
     }
 }
 
-/// Polls `f` every 250 ms until it returns Some, or panics after `timeout`
-/// saying what was awaited and what was last seen.
-async fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Result<T, String>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match f() {
-            Ok(v) => return v,
-            Err(last) if Instant::now() > deadline => {
-                panic!("timed out after {timeout:?} waiting for {what}; last seen: {last}")
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
-        }
-    }
-}
-
 fn jsonpath(m: &Member, args: &[&str], path: &str) -> String {
     let mut a = args.to_vec();
     let p = format!("jsonpath={path}");
@@ -110,24 +77,6 @@ fn pods_ready(m: &Member, ns: &str, selector: &str) -> (usize, usize, String) {
         })
         .count();
     (ready, lines.len(), out)
-}
-
-fn http_get(addr: &str, path: &str) -> Result<String, String> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect_timeout(
-        &addr.parse().map_err(|e| format!("{addr}: {e}"))?,
-        Duration::from_secs(2),
-    )
-    .map_err(|e| format!("{addr}: {e}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .map_err(|e| e.to_string())?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).map_err(|e| e.to_string())?;
-    Ok(out)
 }
 
 fn deployment(image: &str, replicas: u32) -> String {
@@ -166,7 +115,7 @@ async fn deployments_scale_roll_and_roll_back() {
     // changes as it does when a tag changes.
     let v2 = tmp.path().join("hello-v2.wasm");
     std::fs::copy(&v1, &v2).unwrap();
-    let (v1, v2) = (v1.display().to_string(), v2.display().to_string());
+    let v2 = v2.display().to_string();
     let mut m = Member::new(tmp.path(), "e2e");
     m.start();
     m.wait_api(Duration::from_secs(30)).await;
@@ -265,7 +214,7 @@ async fn deployments_scale_roll_and_roll_back() {
     // A Job runs to completion.
     let job = format!(
         "apiVersion: batch/v1\nkind: Job\nmetadata: {{name: once}}\nspec:\n  template:\n    spec:\n      runtimeClassName: wasm\n      restartPolicy: Never\n      containers: [{{name: job, image: {}}}]\n",
-        wasm("job.wasm").display()
+        wasm("job.wasm")
     );
     kubectl_ok(&m, &["apply", "-f", "-"], Some(&job));
     kubectl_ok(
@@ -314,7 +263,7 @@ async fn deployments_scale_roll_and_roll_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pods_of_a_lost_agent_are_recreated_elsewhere() {
-    let image = wasm("hello-http.wasm").display().to_string();
+    let image = wasm("hello-http.wasm");
     let tmp = tempfile::tempdir().unwrap();
     let mut m = Member::new(tmp.path(), "cp");
     m.start();

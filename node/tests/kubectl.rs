@@ -517,6 +517,13 @@ async fn bad_manifests_get_4xx_naming_the_field() {
             "spec.ports[0].port",
         ),
         (
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n  runtimeClassName: nope\n  containers:\n  - name: c\n    image: x\n",
+            "pod rejected: RuntimeClass \"nope\" not found",
+        ),
+        (
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n  runtimeClassName: wasm\n  nodeSelector: {skiff.dev/runtime-wasm: \"false\"}\n  containers:\n  - name: c\n    image: x\n",
+            "conflict: runtimeClass.scheduling.nodeSelector[skiff.dev/runtime-wasm] = true",
+        ),
             "apiVersion: batch/v1beta1\nkind: CronJob\nmetadata:\n  name: c\nspec:\n  schedule: \"* * * * *\"\n",
             "no matches for kind \"CronJob\" in version \"batch/v1beta1\"",
         ),
@@ -529,6 +536,9 @@ async fn bad_manifests_get_4xx_naming_the_field() {
             "for\n{manifest}\nexpected {want:?} in:\n{err}"
         );
     }
-    // The server is still fine.
+    // The server is still fine, and serves the wasm RuntimeClass it
+    // created at init.
     kubectl_ok(&m, &["get", "ns", "default"], None);
+    let rc = kubectl_ok(&m, &["get", "runtimeclass", "wasm"], None);
+    assert!(rc.contains("wasmtime"), "{rc}");
 }

@@ -566,6 +566,74 @@ async fn ensure_namespace(objects: &Objects, t: &Target) -> Result<(), ApiError>
     Ok(())
 }
 
+/// Kubernetes' RuntimeClass admission: a pod naming a RuntimeClass that
+/// does not exist is refused; one that exists gets the class's scheduling
+/// constraints — its nodeSelector merged into the pod's (a different value
+/// for the same key is refused), its tolerations added.
+async fn admit_runtime_class(
+    objects: &Objects,
+    name: &str,
+    pod: &mut Value,
+) -> Result<(), ApiError> {
+    let Some(class) = pod["spec"]["runtimeClassName"]
+        .as_str()
+        .filter(|c| !c.is_empty())
+        .map(str::to_string)
+    else {
+        return Ok(());
+    };
+    let rejected = |why: String| {
+        ApiError::new(
+            403,
+            "Forbidden",
+            format!("pods \"{name}\" is forbidden: pod rejected: {why}"),
+        )
+    };
+    let res =
+        resources::find("node.k8s.io", "v1", "runtimeclasses").expect("runtimeclasses served");
+    let Some(rc) = objects.get(&res.key(None, &class)).await? else {
+        return Err(rejected(format!("RuntimeClass \"{class}\" not found")));
+    };
+    let scheduling = &rc.object["scheduling"];
+    if let Some(wanted) = scheduling["nodeSelector"].as_object() {
+        if !pod["spec"]["nodeSelector"].is_object() {
+            pod["spec"]["nodeSelector"] = json!({});
+        }
+        let selector = pod["spec"]["nodeSelector"]
+            .as_object_mut()
+            .expect("nodeSelector is an object");
+        for (k, v) in wanted {
+            match selector.get(k) {
+                Some(have) if have != v => {
+                    return Err(rejected(format!(
+                        "conflict: runtimeClass.scheduling.nodeSelector[{k}] = {}; pod.spec.nodeSelector[{k}] = {}",
+                        v.as_str().unwrap_or_default(),
+                        have.as_str().unwrap_or_default()
+                    )));
+                }
+                Some(_) => {}
+                None => {
+                    selector.insert(k.clone(), v.clone());
+                }
+            }
+        }
+    }
+    if let Some(tolerations) = scheduling["tolerations"].as_array() {
+        if !pod["spec"]["tolerations"].is_array() {
+            pod["spec"]["tolerations"] = json!([]);
+        }
+        let have = pod["spec"]["tolerations"]
+            .as_array_mut()
+            .expect("tolerations is an array");
+        for t in tolerations {
+            if !have.contains(t) {
+                have.push(t.clone());
+            }
+        }
+    }
+    Ok(())
+}
+
 fn warnings_header(resp: &mut Response<Body>, warnings: &[String]) {
     for w in warnings {
         if let Ok(v) = http::HeaderValue::from_str(&format!("299 - \"{}\"", w.replace('"', "'"))) {
@@ -625,6 +693,9 @@ async fn create(
         ..t.clone()
     };
     ensure_namespace(objects, &t).await?;
+    if t.res.kind == "Pod" {
+        admit_runtime_class(objects, &name, &mut obj).await?;
+    }
     {
         let m = obj["metadata"]
             .as_object_mut()
@@ -1330,34 +1401,48 @@ pub async fn token_request(
 pub async fn ensure_namespaces(objects: &Objects) -> anyhow::Result<()> {
     let res = resources::find("", "v1", "namespaces").expect("namespaces served");
     for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
-        let key = res.key(None, ns);
-        if objects
-            .get(&key)
-            .await
-            .map_err(|e| anyhow::anyhow!(e.message))?
-            .is_some()
-        {
-            continue;
-        }
         let mut obj = json!({
             "apiVersion": "v1",
             "kind": "Namespace",
-            "metadata": {"name": ns, "uid": new_uid(), "creationTimestamp": now_rfc3339(), "labels": {"kubernetes.io/metadata.name": ns}},
+            "metadata": {"name": ns, "labels": {"kubernetes.io/metadata.name": ns}},
         });
         validate::default(res, &mut obj);
-        let _ = objects
-            .put(&key, &obj, Precondition::Absent)
-            .await
-            .map_err(|e| anyhow::anyhow!(e.message))?;
+        create_if_absent(objects, res, obj).await?;
     }
     Ok(())
 }
 
-/// The roles every cluster starts with, as Kubernetes' bootstrap policy:
-/// `cluster-admin` (bound to `system:masters`) and `system:node`, what a
-/// node's agent may do (bound to the `system:nodes` group its certificate
-/// names). Existing objects are left as the administrator changed them.
-pub async fn ensure_bootstrap_rbac(objects: &Objects) -> anyhow::Result<()> {
+/// Stores a bootstrap object unless one of its name exists: what an
+/// administrator changed in it is kept across restarts.
+async fn create_if_absent(
+    objects: &Objects,
+    res: &'static resources::Resource,
+    mut obj: Value,
+) -> anyhow::Result<()> {
+    let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
+    let key = res.key(None, &name);
+    if objects
+        .get(&key)
+        .await
+        .map_err(|e| anyhow::anyhow!(e.message))?
+        .is_some()
+    {
+        return Ok(());
+    }
+    obj["metadata"]["uid"] = json!(new_uid());
+    obj["metadata"]["creationTimestamp"] = json!(now_rfc3339());
+    objects
+        .put(&key, &obj, Precondition::Absent)
+        .await
+        .map_err(|e| anyhow::anyhow!(e.message))?;
+    Ok(())
+}
+
+/// The objects every cluster starts with: the bootstrap RBAC roles and
+/// bindings (cluster-admin for `system:masters`, `system:node` for joined
+/// agents) and the `wasm` RuntimeClass, whose scheduling constraint sends
+/// its pods to nodes whose agent runs wasm.
+pub async fn ensure_bootstrap_objects(objects: &Objects) -> anyhow::Result<()> {
     let rule = |groups: &[&str], resources: &[&str], verbs: &[&str]| json!({"apiGroups": groups, "resources": resources, "verbs": verbs});
     let read = ["get", "list", "watch"];
     let node_rules = vec![
@@ -1432,26 +1517,25 @@ pub async fn ensure_bootstrap_rbac(objects: &Objects) -> anyhow::Result<()> {
             }),
         ),
     ];
-    for (plural, mut obj) in objects_to_make {
+    for (plural, obj) in objects_to_make {
         let res = resources::find("rbac.authorization.k8s.io", "v1", plural).expect("rbac served");
-        let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
-        let key = res.key(None, &name);
-        if objects
-            .get(&key)
-            .await
-            .map_err(|e| anyhow::anyhow!(e.message))?
-            .is_some()
-        {
-            continue;
-        }
-        obj["metadata"]["uid"] = json!(new_uid());
-        obj["metadata"]["creationTimestamp"] = json!(now_rfc3339());
-        let _ = objects
-            .put(&key, &obj, Precondition::Absent)
-            .await
-            .map_err(|e| anyhow::anyhow!(e.message))?;
+        create_if_absent(objects, res, obj).await?;
     }
-    Ok(())
+    let runtime_classes =
+        resources::find("node.k8s.io", "v1", "runtimeclasses").expect("runtimeclasses served");
+    let mut wasm_nodes = serde_json::Map::new();
+    wasm_nodes.insert(skiff_sched::model::LABEL_RUNTIME_WASM.into(), json!("true"));
+    create_if_absent(
+        objects,
+        runtime_classes,
+        json!({
+            "apiVersion": "node.k8s.io/v1", "kind": "RuntimeClass",
+            "metadata": {"name": skiff_sched::WASM_RUNTIME_CLASS},
+            "handler": "wasmtime",
+            "scheduling": {"nodeSelector": wasm_nodes},
+        }),
+    )
+    .await
 }
 
 pub use rfc3339 as format_time;

@@ -110,7 +110,7 @@ impl ApiServer {
         });
         server.write_kubeconfig(cfg)?;
         handlers::ensure_namespaces(&server.objects).await?;
-        handlers::ensure_bootstrap_rbac(&server.objects).await?;
+        handlers::ensure_bootstrap_objects(&server.objects).await?;
         Ok(server)
     }
 

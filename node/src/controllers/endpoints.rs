@@ -207,34 +207,14 @@ impl PodView<'_> {
 }
 
 async fn worker(ctx: Arc<Ctx>) {
-    while let Some(key) = ctx.queue.next().await {
-        let result = tokio::spawn({
-            let (ctx, key) = (ctx.clone(), key.clone());
-            async move { sync(&ctx, &key).await }
-        })
-        .await;
-        match result {
-            Ok(Ok(requeue)) => {
-                ctx.queue.forget(&key);
-                if let Some(after) = requeue {
-                    ctx.queue.add_after(key.clone(), after);
-                }
-            }
-            Ok(Err(e)) => {
-                if e.is_conflict() || e.is_already_exists() {
-                    tracing::debug!(service = %key, "endpoints: {e}; retrying");
-                } else {
-                    tracing::warn!(service = %key, "endpoints sync failed: {e}; retrying");
-                }
-                ctx.queue.retry(&key);
-            }
-            Err(e) => {
-                tracing::error!(service = %key, "endpoints sync panicked: {e}; retrying");
-                ctx.queue.retry(&key);
-            }
-        }
-        ctx.queue.done(&key);
-    }
+    let sync = |key: String| {
+        let ctx = ctx.clone();
+        async move { sync(&ctx, &key).await }
+    };
+    super::work("endpoints", &ctx.queue, sync, |e: &client::Error| {
+        e.is_conflict() || e.is_already_exists()
+    })
+    .await;
 }
 
 async fn sync(ctx: &Ctx, key: &str) -> Result<Option<Duration>> {

@@ -451,30 +451,16 @@ pub async fn run(client: Client, mut stop: watch::Receiver<bool>) {
 }
 
 async fn worker(ctx: Arc<Ctx>) {
-    while let Some(uid) = ctx.queue.next().await {
-        let result = tokio::spawn({
-            let (ctx, uid) = (ctx.clone(), uid.clone());
-            async move { sync(&ctx, &uid).await }
-        })
-        .await;
-        match result {
-            Ok(Ok(requeue)) => {
-                ctx.queue.forget(&uid);
-                if let Some(after) = requeue {
-                    ctx.queue.add_after(uid.clone(), after);
-                }
-            }
-            Ok(Err(e)) => {
-                tracing::debug!(%uid, "garbage collection: {e}; retrying");
-                ctx.queue.retry(&uid);
-            }
-            Err(e) => {
-                tracing::error!(%uid, "garbage collection panicked: {e}; retrying");
-                ctx.queue.retry(&uid);
-            }
-        }
-        ctx.queue.done(&uid);
-    }
+    let sync = |uid: String| {
+        let ctx = ctx.clone();
+        async move { sync(&ctx, &uid).await }
+    };
+    // Collection races with owners and dependents changing under it; every
+    // failure is retried and none is news.
+    super::work("garbagecollector", &ctx.queue, sync, |_: &client::Error| {
+        true
+    })
+    .await;
 }
 
 /// Looks at one object: as an owner being deleted (foreground or orphan),

@@ -8,9 +8,12 @@ pub mod gc;
 pub mod nodelifecycle;
 pub mod workloads;
 
+use std::fmt::Display;
+use std::future::Future;
 use std::time::Duration;
 
 use skiff_sdk::client::Client;
+use skiff_sdk::client::queue::WorkQueue;
 use tokio::sync::watch;
 
 /// Settings of the controllers that users may want to change.
@@ -45,5 +48,45 @@ pub async fn run(client: Client, settings: Settings, stop: watch::Receiver<bool>
         if let Err(e) = t.await {
             tracing::error!("controller task failed: {e}");
         }
+    }
+}
+
+/// One worker of a controller, as client-go's `processNextWorkItem`: takes
+/// keys from `queue` until it shuts down and runs `sync` for each in its own
+/// task, so that a panic is one failed sync, not a dead worker. Success
+/// forgets the key's back-off (`Ok(Some(d))` looks again after `d`); failure
+/// requeues it with back-off, logged at debug level when `expected` says the
+/// error is routine (a conflict with a concurrent write).
+pub(crate) async fn work<E, Fut>(
+    controller: &'static str,
+    queue: &WorkQueue,
+    sync: impl Fn(String) -> Fut,
+    expected: fn(&E) -> bool,
+) where
+    E: Display + Send + 'static,
+    Fut: Future<Output = Result<Option<Duration>, E>> + Send + 'static,
+{
+    while let Some(key) = queue.next().await {
+        match tokio::spawn(sync(key.clone())).await {
+            Ok(Ok(requeue)) => {
+                queue.forget(&key);
+                if let Some(after) = requeue {
+                    queue.add_after(key.clone(), after);
+                }
+            }
+            Ok(Err(e)) => {
+                if expected(&e) {
+                    tracing::debug!(controller, %key, "sync: {e}; retrying");
+                } else {
+                    tracing::warn!(controller, %key, "sync failed: {e}; retrying");
+                }
+                queue.retry(&key);
+            }
+            Err(e) => {
+                tracing::error!(controller, %key, "sync panicked: {e}; retrying");
+                queue.retry(&key);
+            }
+        }
+        queue.done(&key);
     }
 }

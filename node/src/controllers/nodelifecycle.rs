@@ -186,34 +186,17 @@ fn route_pod(ctx: &Ctx, ev: &Event<Pod>) {
 }
 
 async fn worker(ctx: Arc<Ctx>) {
-    while let Some(name) = ctx.queue.next().await {
-        let result = tokio::spawn({
-            let (ctx, name) = (ctx.clone(), name.clone());
-            async move { sync(&ctx, &name).await }
-        })
-        .await;
-        match result {
-            Ok(Ok(requeue)) => {
-                ctx.queue.forget(&name);
-                if let Some(after) = requeue {
-                    ctx.queue.add_after(name.clone(), after);
-                }
-            }
-            Ok(Err(e)) => {
-                if e.is_conflict() {
-                    tracing::debug!(node = %name, "node lifecycle: {e}; retrying");
-                } else {
-                    tracing::warn!(node = %name, "node lifecycle sync failed: {e}; retrying");
-                }
-                ctx.queue.retry(&name);
-            }
-            Err(e) => {
-                tracing::error!(node = %name, "node lifecycle sync panicked: {e}; retrying");
-                ctx.queue.retry(&name);
-            }
-        }
-        ctx.queue.done(&name);
-    }
+    let sync = |name: String| {
+        let ctx = ctx.clone();
+        async move { sync(&ctx, &name).await }
+    };
+    super::work(
+        "nodelifecycle",
+        &ctx.queue,
+        sync,
+        client::Error::is_conflict,
+    )
+    .await;
 }
 
 async fn sync(ctx: &Ctx, name: &str) -> Result<Option<Duration>> {

@@ -246,3 +246,60 @@ impl Member {
         self.child = Some(child);
     }
 }
+
+/// The example guest `name` built by scripts/build-examples, as a path.
+pub fn wasm(name: &str) -> String {
+    let dir = std::env::var_os("SKIFF_WASM_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| {
+                format!("{}/.cache/skiff-target", std::env::var("HOME").unwrap())
+            }))
+            .join("wasm")
+        });
+    let p = dir.join(name);
+    assert!(
+        p.is_file(),
+        "{} is missing: run scripts/build-examples (scripts/test does)",
+        p.display()
+    );
+    p.display().to_string()
+}
+
+/// Polls `f` every 200 ms until it returns Ok, or panics after `timeout`
+/// saying what was awaited and what was last seen.
+pub async fn wait_for<T>(
+    what: &str,
+    timeout: Duration,
+    mut f: impl FnMut() -> Result<T, String>,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match f() {
+            Ok(v) => return v,
+            Err(last) if Instant::now() > deadline => {
+                panic!("timed out after {timeout:?} waiting for {what}; last seen: {last}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+/// One plain HTTP/1.1 GET, the whole response as text.
+pub fn http_get(addr: &str, path: &str) -> Result<String, String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(
+        &addr.parse().map_err(|e| format!("{addr}: {e}"))?,
+        Duration::from_secs(2),
+    )
+    .map_err(|e| format!("{addr}: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).map_err(|e| e.to_string())?;
+    Ok(out)
+}

@@ -277,33 +277,15 @@ fn sync_fn(kind: Kind) -> fn(Arc<Ctx>, String) -> SyncFuture {
 
 /// One worker of one controller: takes keys until the queue shuts down.
 async fn worker(ctx: Arc<Ctx>, kind: Kind) {
-    let queue = ctx.queue(kind).clone();
     let sync = sync_fn(kind);
-    while let Some(key) = queue.next().await {
-        // Its own task, so that a panic is one failed sync, not a dead worker.
-        let result = tokio::spawn(sync(ctx.clone(), key.clone())).await;
-        match result {
-            Ok(Ok(requeue)) => {
-                queue.forget(&key);
-                if let Some(after) = requeue {
-                    queue.add_after(key.clone(), after);
-                }
-            }
-            Ok(Err(e)) => {
-                if matches!(&e, Error::Api(a) if a.is_conflict()) {
-                    tracing::debug!(kind = kind.name(), %key, "sync: {e}; retrying");
-                } else {
-                    tracing::warn!(kind = kind.name(), %key, "sync failed: {e}; retrying");
-                }
-                queue.retry(&key);
-            }
-            Err(e) => {
-                tracing::error!(kind = kind.name(), %key, "sync panicked: {e}; retrying");
-                queue.retry(&key);
-            }
-        }
-        queue.done(&key);
-    }
+    let queue = ctx.queue(kind).clone();
+    super::work(
+        kind.name(),
+        &queue,
+        |key| sync(ctx.clone(), key),
+        |e: &Error| matches!(e, Error::Api(a) if a.is_conflict()),
+    )
+    .await;
 }
 
 /// Feeds one informer's events to `f` in a task.
