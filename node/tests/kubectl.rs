@@ -524,6 +524,7 @@ async fn bad_manifests_get_4xx_naming_the_field() {
             "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n  runtimeClassName: wasm\n  nodeSelector: {skiff.dev/runtime-wasm: \"false\"}\n  containers:\n  - name: c\n    image: x\n",
             "conflict: runtimeClass.scheduling.nodeSelector[skiff.dev/runtime-wasm] = true",
         ),
+        (
             "apiVersion: batch/v1beta1\nkind: CronJob\nmetadata:\n  name: c\nspec:\n  schedule: \"* * * * *\"\n",
             "no matches for kind \"CronJob\" in version \"batch/v1beta1\"",
         ),
