@@ -1,7 +1,7 @@
 //! Scheduling throughput on simulated clusters.
 //!
 //! ```text
-//! cargo run --release -p skiff-sched --example bench [-- --nodes N --pods N]
+//! cargo run --release -p skiff-sched --example placements [-- --nodes N --pods N]
 //! ```
 //!
 //! Without flags: 100,000 pods on 5,000 and on 10,000 nodes. See
