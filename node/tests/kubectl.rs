@@ -170,11 +170,24 @@ async fn kubectl_apply_get_scale_delete_watch() {
     ] {
         assert!(yaml.contains(needle), "missing {needle} in\n{yaml}");
     }
-    assert_eq!(
-        kubectl_ok(&m, &["get", "all", "-n", "shop", "-o", "name"], None)
-            .lines()
-            .count(),
-        2
+    // `get all`: what was applied, and what the controllers made of it
+    // (the Deployment's ReplicaSets and their pods).
+    let all = kubectl_ok(&m, &["get", "all", "-n", "shop", "-o", "name"], None);
+    let names: Vec<&str> = all.lines().collect();
+    assert!(
+        names.contains(&"deployment.apps/web") && names.contains(&"service/web"),
+        "{all}"
+    );
+    assert!(
+        names.iter().all(|n| [
+            "pod/web-",
+            "service/web",
+            "deployment.apps/web",
+            "replicaset.apps/web-"
+        ]
+        .iter()
+        .any(|p| n.starts_with(p))),
+        "{all}"
     );
     let by_label = kubectl_ok(
         &m,
