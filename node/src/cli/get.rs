@@ -87,8 +87,10 @@ pub async fn run(args: GetArgs) -> Result<()> {
     let ctx = Ctx::connect(&args.conn)?;
     let groups = targets(&ctx, &args.args).await?;
     let ns = (!args.all_namespaces).then_some(ctx.namespace.as_str());
-    let mut params = ListParams::default();
-    params.label_selector = args.selector.clone();
+    let params = ListParams {
+        label_selector: args.selector.clone(),
+        ..Default::default()
+    };
     let multi = groups.len() > 1;
     if args.watch && multi {
         bail!("you may only watch a single resource type");

@@ -202,9 +202,12 @@ fn kubeconfig_path(conn: &Conn) -> Result<PathBuf> {
     Ok(p)
 }
 
+/// (type, name) pairs, and the type when it was given on its own.
+type TypeNames = (Vec<(String, String)>, Option<String>);
+
 /// `TYPE NAME...` or `TYPE/NAME...` into (type, name) pairs; a lone `TYPE`
 /// gives no names.
-fn type_names(args: &[String]) -> Result<(Vec<(String, String)>, Option<String>)> {
+fn type_names(args: &[String]) -> Result<TypeNames> {
     let Some(first) = args.first() else {
         bail!("you must specify the type of resource (e.g. pods, deploy, svc) and a name");
     };
