@@ -43,6 +43,7 @@ pub async fn node_client(server: &str, token: &str, node: &str, dir: &Path) -> R
             ca_pem: ca_pem.clone().into_bytes(),
             token: None,
             client_cert: None,
+            namespace: None,
         })?;
         let client = Client::new(transport);
         let answer: Value = client
@@ -74,6 +75,7 @@ pub async fn node_client(server: &str, token: &str, node: &str, dir: &Path) -> R
         ca_pem: read(&ca)?,
         token: None,
         client_cert: Some((read(&cert)?, read(&key)?)),
+        namespace: None,
     })?;
     Ok(Client::new(transport))
 }

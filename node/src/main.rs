@@ -3,6 +3,7 @@
 mod agent;
 mod apiserver;
 mod bench;
+mod cli;
 mod controllers;
 mod join;
 mod leader;
@@ -13,7 +14,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use consensus::{ClusterState, Store, StoreConfig};
 
 #[derive(Parser)]
@@ -48,6 +49,9 @@ enum Cmd {
         #[command(subcommand)]
         cmd: bench::BenchCmd,
     },
+    /// The kubectl-like client commands (cli/).
+    #[command(flatten)]
+    Client(cli::Command),
 }
 
 #[derive(Subcommand)]
@@ -244,7 +248,16 @@ impl MemberArgs {
 }
 
 fn main() -> std::process::ExitCode {
-    match run() {
+    let cmd = match Cli::parse().cmd {
+        Cmd::Client(cmd) => {
+            // A client prints what it was asked for: only warnings go to stderr.
+            init_tracing("warn");
+            return cli::run(cmd, Cli::command);
+        }
+        other => other,
+    };
+    init_tracing("info");
+    match run(cmd) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -253,21 +266,23 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn run() -> Result<()> {
+fn init_tracing(default: &str) {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SKIFF_LOG")
-                .unwrap_or_else(|_| "info".into()),
+                .unwrap_or_else(|_| default.into()),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let cli = Cli::parse();
+}
+
+fn run(cmd: Cmd) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("skiff")
         .build()?;
-    match cli.cmd {
+    match cmd {
         Cmd::Server(args) => rt.block_on(server(args)),
         Cmd::Agent(args) => rt.block_on(agent_main(args)),
         Cmd::Image {
@@ -303,6 +318,7 @@ fn run() -> Result<()> {
             Ok(())
         }
         Cmd::Bench { cmd } => rt.block_on(bench::run(cmd)),
+        Cmd::Client(_) => unreachable!("client commands return from main"),
     }
 }
 

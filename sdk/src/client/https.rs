@@ -24,6 +24,8 @@ pub struct Connection {
     pub token: Option<String>,
     /// PEM certificate chain and key of the client.
     pub client_cert: Option<(Vec<u8>, Vec<u8>)>,
+    /// The context's default namespace, if it names one.
+    pub namespace: Option<String>,
 }
 
 impl std::fmt::Debug for Connection {
@@ -80,6 +82,7 @@ struct UserEntry {
 struct ContextEntry {
     cluster: String,
     user: Option<String>,
+    namespace: Option<String>,
 }
 
 fn config_err(path: &Path, message: impl std::fmt::Display) -> Error {
@@ -140,6 +143,7 @@ impl Connection {
             ca_pem,
             token: user.token.clone(),
             client_cert,
+            namespace: ctx.value.namespace.clone().filter(|n| !n.is_empty()),
         })
     }
 }

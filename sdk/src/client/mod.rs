@@ -7,6 +7,8 @@
 //! transport hands requests straight to the API server's handlers: either
 //! way a request goes through authorization, defaulting and validation.
 
+pub mod discovery;
+pub mod dynamic;
 pub mod https;
 pub mod informer;
 pub mod queue;

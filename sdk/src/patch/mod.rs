@@ -7,6 +7,9 @@
 //! | `application/merge-patch+json`            | [`merge_patch`]            |
 //! | `application/strategic-merge-patch+json`  | [`strategic_merge_patch`]  |
 //!
+//! `three_way_patch` (feature `apply`) builds the patch client-side
+//! `kubectl apply` sends.
+//!
 //! A strategic merge patch needs to know which lists merge and on what key:
 //! [`meta::for_kind`] gives that for the built-in kinds.
 //!
@@ -34,11 +37,15 @@ pub mod json_patch;
 pub mod merge_patch;
 pub mod meta;
 pub mod strategic;
+#[cfg(feature = "apply")]
+pub mod three_way;
 
 pub use json_patch::{JsonPatchError, json_patch};
 pub use merge_patch::merge_patch;
 pub use meta::{PatchSchema, PatchStrategy};
 pub use strategic::{SmpError, SmpErrorKind, strategic_merge_patch};
+#[cfg(feature = "apply")]
+pub use three_way::three_way_patch;
 
 /// Any patch error, for callers that handle all three formats in one place.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
