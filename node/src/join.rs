@@ -194,3 +194,18 @@ impl rustls::client::danger::ServerCertVerifier for PinLater {
             .supported_schemes()
     }
 }
+
+/// The identity the agent's log endpoint presents: the node certificate
+/// from joining, and the cluster CA its clients must come from.
+pub fn serving_tls(dir: &Path) -> Result<consensus::pki::NodeTls> {
+    let pki = dir.join("pki");
+    let read = |f: &str| {
+        let p = pki.join(f);
+        std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))
+    };
+    Ok(consensus::pki::NodeTls {
+        ca_pem: read("ca.crt")?,
+        cert_pem: read("node-client.crt")?,
+        key_pem: read("node-client.key")?,
+    })
+}

@@ -146,6 +146,11 @@ struct ServerArgs {
     /// Run no pods here: a control-plane-only member.
     #[arg(long)]
     disable_agent: bool,
+    /// Where this host's agent serves container logs to the API server
+    /// (HTTPS, mutual TLS; port 0: any free port). Default: the address of
+    /// --api-listen, any free port.
+    #[arg(long)]
+    kubelet_listen: Option<SocketAddr>,
     /// Seconds without a lease renewal after which a node is NotReady.
     #[arg(long, default_value_t = 10)]
     node_monitor_grace_period: u64,
@@ -181,6 +186,11 @@ struct AgentArgs {
     /// A label for this host's Node, key=value (repeatable).
     #[arg(long = "node-label", value_name = "KEY=VALUE")]
     node_labels: Vec<String>,
+    /// Where the agent serves container logs to the API server (HTTPS,
+    /// mutual TLS, as the kubelet's port; port 0: any free port). A
+    /// specific address is also advertised as the Node's InternalIP.
+    #[arg(long, default_value = "0.0.0.0:10250")]
+    kubelet_listen: SocketAddr,
 }
 
 fn parse_labels(labels: &[String]) -> Result<std::collections::BTreeMap<String, String>> {
@@ -203,6 +213,8 @@ async fn agent_main(args: AgentArgs) -> Result<()> {
         node_name: node,
         data_dir: args.data_dir.clone(),
         labels: parse_labels(&args.node_labels)?,
+        kubelet_listen: args.kubelet_listen,
+        serving: Some(join::serving_tls(&args.data_dir)?),
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
@@ -384,6 +396,9 @@ async fn server(args: ServerArgs) -> Result<()> {
         node_name: args.node_name.clone().unwrap_or_else(host_name),
         node_labels: parse_labels(&args.node_labels)?,
         agent: !args.disable_agent,
+        kubelet_listen: args
+            .kubelet_listen
+            .unwrap_or_else(|| SocketAddr::new(args.api_listen.ip(), 0)),
         data_dir: data_dir.clone(),
         settings: controllers::Settings {
             node_monitor_grace: Duration::from_secs(args.node_monitor_grace_period.max(1)),
@@ -438,11 +453,32 @@ struct Components {
     node_name: String,
     node_labels: std::collections::BTreeMap<String, String>,
     agent: bool,
+    kubelet_listen: SocketAddr,
     data_dir: PathBuf,
     settings: controllers::Settings,
 }
 
 impl Components {
+    /// The in-process agent's serving certificate, issued by this member's
+    /// CA at each start (it is never written to disk).
+    fn serving_tls(&self) -> Option<consensus::pki::NodeTls> {
+        let issued = consensus::pki::ClusterCa::load(&self.data_dir.join("pki")).and_then(|ca| {
+            let cert = ca.issue_for(
+                &format!("system:node:{}", self.node_name),
+                &["system:nodes"],
+                std::slice::from_ref(&self.node_name),
+            )?;
+            Ok(consensus::pki::NodeTls {
+                ca_pem: ca.cert_pem().to_string(),
+                cert_pem: cert.cert_pem,
+                key_pem: cert.key_pem,
+            })
+        });
+        issued
+            .inspect_err(|e| tracing::warn!("no serving certificate for the agent: {e}"))
+            .ok()
+    }
+
     fn start(
         &self,
         api: &std::sync::Arc<apiserver::ApiServer>,
@@ -479,6 +515,8 @@ impl Components {
                 node_name: self.node_name.clone(),
                 data_dir: self.data_dir.join("agent"),
                 labels: self.node_labels.clone(),
+                kubelet_listen: self.kubelet_listen,
+                serving: self.serving_tls(),
             };
             tokio::spawn(async move {
                 if let Err(e) = agent::run(node, cfg, stop).await {

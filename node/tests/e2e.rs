@@ -28,7 +28,9 @@ impl Agent {
         let child = Command::new(env!("CARGO_BIN_EXE_skiff"))
             .args(["agent", "--server"])
             .arg(format!("https://127.0.0.1:{}", server.api_port))
-            .args(["--token", token.trim(), "--node-name", name, "--data-dir"])
+            .args(["--token", token.trim(), "--node-name", name])
+            // Several agents on one machine: any free port each.
+            .args(["--kubelet-listen", "127.0.0.1:0", "--data-dir"])
             .arg(&dir)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())

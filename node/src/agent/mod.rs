@@ -26,6 +26,7 @@
 mod admit;
 mod backoff;
 mod ipam;
+pub mod logs;
 mod node;
 mod plan;
 mod probe;
@@ -34,13 +35,14 @@ mod status;
 mod worker;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
+use consensus::pki::NodeTls;
 use k8s_openapi::api::core::v1::Pod;
 use parking_lot::Mutex;
 use skiff_sched::Resources;
@@ -61,6 +63,14 @@ pub struct AgentConfig {
     pub data_dir: PathBuf,
     /// Extra labels for the Node (`--node-label k=v`).
     pub labels: BTreeMap<String, String>,
+    /// Where the log endpoint listens (port 0: any free port). The Node
+    /// advertises the port bound and, for a specific address, that address
+    /// as its InternalIP.
+    pub kubelet_listen: SocketAddr,
+    /// The certificate the log endpoint presents (`system:node:<name>`,
+    /// valid for the node name) and the CA its clients must come from;
+    /// without it the agent serves no logs.
+    pub serving: Option<NodeTls>,
 }
 
 /// Settings with Kubernetes' values by default, which tests shorten.
@@ -144,11 +154,19 @@ fn parse_duration(s: &str) -> anyhow::Result<Duration> {
     })
 }
 
-/// Where a container's log is: one CRI-format file per container of a pod,
-/// appended to across restarts, started afresh when a new pod of the same
-/// name first runs it, removed with the pod.
+/// Where a container's log is: one CRI-format file per container of a pod
+/// for its current instance (the one running, or the last to end), started
+/// afresh when a new pod of the same name first runs it, removed with the
+/// pod. When the container restarts, the file becomes
+/// [`previous_log_path`] (what `kubectl logs --previous` reads), as the
+/// kubelet keeps one log per instance.
 pub fn log_path(data_dir: &Path, namespace: &str, pod: &str, container: &str) -> PathBuf {
     pod_log_dir(data_dir, namespace, pod).join(format!("{container}.log"))
+}
+
+/// The log of the instance before the current one.
+pub fn previous_log_path(data_dir: &Path, namespace: &str, pod: &str, container: &str) -> PathBuf {
+    pod_log_dir(data_dir, namespace, pod).join(format!("{container}.previous.log"))
 }
 
 fn pod_log_dir(data_dir: &Path, namespace: &str, pod: &str) -> PathBuf {
@@ -233,7 +251,25 @@ pub async fn run_with(
         .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
     let runtime = WasmRuntime::new(RuntimeConfig::new(cfg.data_dir.join("wasm")))
         .context("starting the wasm runtime")?;
-    let sys = node::SystemInfo::read();
+    let mut sys = node::SystemInfo::read();
+    // Bound before the Node is registered, so that its status names the
+    // real port (the flag may say 0).
+    let kubelet = match &cfg.serving {
+        Some(_) => {
+            let l = logs::bind(cfg.kubelet_listen).await?;
+            let addr = l.local_addr()?;
+            sys.kubelet_port = Some(addr.port());
+            if !addr.ip().is_unspecified() {
+                sys.internal_ip = addr.ip();
+            }
+            tracing::info!(node = %cfg.node_name, %addr, "log endpoint listening (https)");
+            Some(l)
+        }
+        None => {
+            tracing::warn!(node = %cfg.node_name, "no serving certificate: this node serves no logs");
+            None
+        }
+    };
     let (block, _block_claim) = ipam::claim_block(
         tuning
             .pod_ip_block
@@ -282,6 +318,19 @@ pub async fn run_with(
     );
     let mut events = pods.subscribe();
     let _informer = pods.start();
+    if let (Some(listener), Some(tls)) = (kubelet, ctx.cfg.serving.clone()) {
+        let server = Arc::new(logs::LogServer {
+            tls,
+            data_dir: ctx.cfg.data_dir.clone(),
+            pods: pods.store(),
+        });
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            if let Err(e) = server.serve(listener, stop).await {
+                tracing::error!("log endpoint: {e:#}");
+            }
+        });
+    }
     tokio::select! {
         () = pods.synced() => {}
         _ = stop.wait_for(|s| *s) => return Ok(()),

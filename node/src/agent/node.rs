@@ -10,7 +10,10 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
-use k8s_openapi::api::core::v1::{Node, NodeAddress, NodeCondition, NodeStatus, NodeSystemInfo};
+use k8s_openapi::api::core::v1::{
+    DaemonEndpoint, Node, NodeAddress, NodeCondition, NodeDaemonEndpoints, NodeStatus,
+    NodeSystemInfo,
+};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, OwnerReference, Time};
 use skiff_sched::model::{LABEL_ARCH, LABEL_HOSTNAME, LABEL_OS};
@@ -41,6 +44,9 @@ pub struct SystemInfo {
     pub boot_id: String,
     pub hostname: String,
     pub internal_ip: IpAddr,
+    /// The port of the agent's log endpoint, advertised as the Node's
+    /// `status.daemonEndpoints.kubeletEndpoint`.
+    pub kubelet_port: Option<u16>,
 }
 
 fn read_trimmed(path: &str) -> Option<String> {
@@ -81,6 +87,7 @@ impl SystemInfo {
             hostname: read_trimmed("/proc/sys/kernel/hostname")
                 .unwrap_or_else(|| "localhost".into()),
             internal_ip: internal_ip(),
+            kubelet_port: None,
             machine_id,
         }
     }
@@ -222,6 +229,11 @@ pub fn status(
                 address: sys.hostname.clone(),
             },
         ]),
+        daemon_endpoints: sys.kubelet_port.map(|port| NodeDaemonEndpoints {
+            kubelet_endpoint: Some(DaemonEndpoint {
+                port: i32::from(port),
+            }),
+        }),
         node_info: Some(NodeSystemInfo {
             architecture: arch().into(),
             operating_system: "linux".into(),
@@ -441,6 +453,7 @@ mod tests {
             boot_id: "b".into(),
             hostname: "h".into(),
             internal_ip: "10.0.0.5".parse().unwrap(),
+            kubelet_port: Some(10250),
         }
     }
 
@@ -454,6 +467,7 @@ mod tests {
         assert_eq!(v["nodeInfo"]["kubeletVersion"], KUBELET_VERSION);
         assert_eq!(v["nodeInfo"]["containerRuntimeVersion"], RUNTIME_VERSION);
         assert_eq!(v["addresses"][0]["address"], "10.0.0.5");
+        assert_eq!(v["daemonEndpoints"]["kubeletEndpoint"]["Port"], 10250);
         let ready = s
             .conditions
             .iter()
@@ -478,6 +492,8 @@ mod tests {
             node_name: "n1".into(),
             data_dir: "/tmp".into(),
             labels: BTreeMap::from([("zone".to_string(), "a".to_string())]),
+            kubelet_listen: "127.0.0.1:0".parse().unwrap(),
+            serving: None,
         };
         let l = labels(&cfg);
         assert_eq!(l[LABEL_RUNTIME_WASM], "true");

@@ -25,7 +25,7 @@ use super::plan::{self, Ended, Phase, Record, RestartPolicy, Run, Waiting};
 use super::probe::{self, Counter, Kind, Verdict};
 use super::resolve::{self, Downward, Lookup, ResolveError};
 use super::status::{self, PodEnd};
-use super::{Ctx, log_path};
+use super::{Ctx, log_path, previous_log_path};
 use crate::controllers::events::reference;
 
 /// What the dispatcher tells a worker.
@@ -592,10 +592,23 @@ impl Worker {
         let count = rec.restart_count + i32::from(restarting);
         let id = ContainerId::new(format!("{}_{}_{}", self.uid, name, count));
         let log = log_path(&self.ctx.cfg.data_dir, &self.namespace, &self.name, &name);
-        if rec.run.is_none() && rec.last.is_none() && count == 0 {
-            // A new pod: a log left by an earlier pod of the same name goes.
+        let previous =
+            previous_log_path(&self.ctx.cfg.data_dir, &self.namespace, &self.name, &name);
+        let first = rec.run.is_none() && rec.last.is_none() && count == 0;
+        if first {
+            // A new pod: logs left by an earlier pod of the same name go.
             let _ = std::fs::remove_file(&log);
+            let _ = std::fs::remove_file(&previous);
         }
+        // A later instance: the one that ended becomes the previous log
+        // (`kubectl logs --previous`), undone below if the start fails.
+        let rotated = !first && log.exists() && {
+            let r = std::fs::rename(&log, &previous);
+            if let Err(e) = &r {
+                tracing::warn!(path = %log.display(), "keeping the previous log: {e}");
+            }
+            r.is_ok()
+        };
         let vars = env.clone();
         let expand = |s: &String| {
             resolve::expand(s, &|n| {
@@ -624,7 +637,7 @@ impl Worker {
                 cpu_millis: quantity("cpu", true),
             },
             workload: workload.clone(),
-            log_path: log,
+            log_path: log.clone(),
             active_deadline: self
                 .pod
                 .spec
@@ -640,6 +653,10 @@ impl Worker {
         let started = match self.ctx.runtime.start(spec).await {
             Ok(s) => s,
             Err(e) => {
+                // No new instance: the log is still the last one's.
+                if rotated && !std::fs::metadata(&log).is_ok_and(|m| m.len() > 0) {
+                    let _ = std::fs::rename(&previous, &log);
+                }
                 let reason = match e {
                     RuntimeError::Pull { .. } => "ErrImagePull",
                     _ => "CreateContainerError",

@@ -98,7 +98,7 @@ impl Target {
     }
 }
 
-fn query(req: &Request<Body>) -> BTreeMap<String, String> {
+pub fn query(req: &Request<Body>) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     if let Some(q) = req.uri().query() {
         for pair in q.split('&').filter(|p| !p.is_empty()) {

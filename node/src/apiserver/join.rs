@@ -9,7 +9,8 @@
 //! against that CA and sends the secret to `POST /skiff/v1/join` with its
 //! node name. The answer is a client certificate issued by the cluster CA
 //! for `system:node:<name>` in group `system:nodes`, with which the agent
-//! authenticates from then on (RBAC's `system:node` role applies).
+//! authenticates from then on (RBAC's `system:node` role applies) and which
+//! its log endpoint presents (it is valid for the DNS name `<name>`).
 
 use std::path::{Path, PathBuf};
 
@@ -83,8 +84,14 @@ impl JoinTokens {
                 format!("this member cannot issue node certificates: {e}"),
             )
         })?;
+        // Valid for the node name too: the agent serves logs with it, and
+        // the API server checks that name when it connects.
         let cert = ca
-            .issue_for(&format!("system:node:{node}"), &["system:nodes"], &[])
+            .issue_for(
+                &format!("system:node:{node}"),
+                &["system:nodes"],
+                &[node.to_string()],
+            )
             .map_err(|e| ApiError::new(500, "InternalError", e.to_string()))?;
         tracing::info!(%node, "issued a node certificate");
         Ok(json!({

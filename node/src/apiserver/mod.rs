@@ -13,6 +13,7 @@ mod handlers;
 pub mod join;
 mod lifecycle;
 pub mod local;
+pub mod logs;
 pub mod proto;
 mod rbac;
 pub mod resources;
@@ -50,6 +51,8 @@ pub struct ApiServer {
     auth: Authenticator,
     join: join::JoinTokens,
     ca_pem: String,
+    /// How this server reads container logs from the agents.
+    kubelet: Option<logs::KubeletClient>,
 }
 
 pub struct ApiConfig {
@@ -102,11 +105,17 @@ impl ApiServer {
             .map(|t| t.ca_pem.clone())
             .ok_or_else(|| anyhow::anyhow!("no certificates"))?;
         let join = join::JoinTokens::load_or_create(&pki, &ca_pem)?;
+        let kubelet = logs::KubeletClient::new(&pki)
+            .inspect_err(|e| {
+                tracing::warn!("no client certificate for the nodes' log endpoints: {e:#}")
+            })
+            .ok();
         let server = Arc::new(ApiServer {
             objects: Objects::new(store, sealer),
             auth,
             join,
             ca_pem,
+            kubelet,
         });
         server.write_kubeconfig(cfg)?;
         handlers::ensure_namespaces(&server.objects).await?;
@@ -326,6 +335,13 @@ impl ApiServer {
                     &["namespaces", ns, "serviceaccounts", name, "token"],
                 )?;
                 handlers::token_request(&self.objects, &self.auth, req, target, user).await
+            }
+            ["api", "v1", "namespaces", ns, "pods", name, "log"] if get => {
+                let target =
+                    handlers::Target::parse("", "v1", &["namespaces", ns, "pods", name, "log"])?;
+                rbac::authorize(&self.objects, user, "get", &target).await?;
+                let q = handlers::query(&req);
+                logs::pod_log(&self.objects, self.kubelet.as_ref(), &target, &q).await
             }
             ["api", version, rest @ ..] => {
                 let target = handlers::Target::parse("", version, rest)?;
