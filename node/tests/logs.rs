@@ -16,61 +16,11 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{Member, kubectl, kubectl_ok};
+use common::{Member, kubectl, kubectl_ok, wait_for, wasm};
 use serde_json::{Value, json};
 
 const SERVER_NODE: &str = "logs-server";
 const AGENT_NODE: &str = "logs-agent";
-
-fn wasm(name: &str) -> String {
-    let dir = std::env::var_os("SKIFF_WASM_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| {
-                format!("{}/.cache/skiff-target", std::env::var("HOME").unwrap())
-            }))
-            .join("wasm")
-        });
-    let p = dir.join(name);
-    assert!(
-        p.is_file(),
-        "{} is missing: run scripts/build-examples (scripts/test does)",
-        p.display()
-    );
-    p.display().to_string()
-}
-
-/// The skiff binary under test: `SKIFF_BIN` if set (a copy taken right
-/// after the build, when the target directory is shared with other
-/// builds), else cargo's.
-fn skiff_bin() -> PathBuf {
-    std::env::var_os("SKIFF_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_skiff")))
-}
-
-/// Starts `m` as `Member::start_with_env` does, from [`skiff_bin`].
-fn start(m: &mut Member, env: &[(&str, &str)]) {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(m.dir.with_extension("log"))
-        .unwrap();
-    let child = Command::new(skiff_bin())
-        .args(["server", "--data-dir"])
-        .arg(&m.dir)
-        .args(["--name", &m.name])
-        .args(["--etcd-listen", &m.endpoint()])
-        .args(["--peer-listen", &m.peer()])
-        .args(["--api-listen", &format!("127.0.0.1:{}", m.api_port)])
-        .args(&m.extra)
-        .envs(env.iter().copied())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("spawn skiff");
-    m.child = Some(child);
-}
 
 /// A joined `skiff agent` process, killed when dropped.
 struct Agent {
@@ -82,7 +32,7 @@ impl Agent {
     fn start(server: &Member, name: &str, ip_block: &str) -> Agent {
         let dir = server.dir.with_file_name(format!("agent-{name}"));
         let token = std::fs::read_to_string(server.dir.join("pki/join.token")).unwrap();
-        let child = Command::new(skiff_bin())
+        let child = Command::new(env!("CARGO_BIN_EXE_skiff"))
             .args(["agent", "--server"])
             .arg(format!("https://127.0.0.1:{}", server.api_port))
             .args(["--token", token.trim(), "--node-name", name])
@@ -116,19 +66,6 @@ impl Drop for Reaped {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
-    }
-}
-
-async fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Result<T, String>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match f() {
-            Ok(v) => return v,
-            Err(last) if Instant::now() > deadline => {
-                panic!("timed out after {timeout:?} waiting for {what}; last seen: {last}")
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-        }
     }
 }
 
@@ -232,7 +169,7 @@ async fn kubectl_logs_reads_the_agent_of_the_pods_node() {
     let mut m = Member::new(tmp.path(), "logs");
     m.extra = ["--node-name", SERVER_NODE].map(String::from).to_vec();
     // Pod IP blocks no node name hashes to (those are 1..=250).
-    start(&mut m, &[("SKIFF_AGENT_POD_IP_BLOCK", "253")]);
+    m.start_with_env(&[("SKIFF_AGENT_POD_IP_BLOCK", "253")]);
     m.wait_api(Duration::from_secs(30)).await;
     let agent = Agent::start(&m, AGENT_NODE, "254");
     let server_port = kubelet_port(&m, SERVER_NODE).await;
