@@ -6,7 +6,6 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use serde::Deserialize;
 use serde_json::Value;
 
 /// One object and where it came from (for messages).
@@ -68,15 +67,15 @@ fn walk(dir: &Path, recursive: bool, out: &mut Vec<PathBuf>) -> Result<()> {
 
 /// The objects of one YAML (or JSON) stream.
 pub fn parse(source: &str, text: &str) -> Result<Vec<Manifest>> {
+    // Empty documents (`---` twice, only comments) are skipped, as kubectl
+    // skips them; documents are numbered among the others.
+    let docs: Vec<Value> =
+        serde_saphyr::from_multiple(text).with_context(|| format!("{source}: not valid YAML"))?;
     let mut out = Vec::new();
-    for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
-        let yaml = serde_yaml::Value::deserialize(doc)
-            .with_context(|| format!("{source}: document {}", i + 1))?;
-        if yaml.is_null() {
+    for (i, object) in docs.into_iter().enumerate() {
+        if object.is_null() {
             continue;
         }
-        let object: Value =
-            serde_json::to_value(&yaml).with_context(|| format!("{source}: document {}", i + 1))?;
         if !object.is_object() {
             bail!("{source}: document {} is not an object", i + 1);
         }

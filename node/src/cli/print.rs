@@ -141,7 +141,7 @@ pub fn json(v: &Value) -> String {
 }
 
 pub fn yaml(v: &Value) -> anyhow::Result<String> {
-    Ok(serde_yaml::to_string(v)?)
+    Ok(serde_saphyr::to_string(v)?)
 }
 
 /// kubectl's wrapper for several objects.

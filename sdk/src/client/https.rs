@@ -92,7 +92,7 @@ fn config_err(path: &Path, message: impl std::fmt::Display) -> Error {
 impl Connection {
     pub fn from_kubeconfig(path: &Path) -> Result<Connection, Error> {
         let text = std::fs::read_to_string(path).map_err(|e| config_err(path, e))?;
-        let cfg: Kubeconfig = serde_yaml::from_str(&text).map_err(|e| config_err(path, e))?;
+        let cfg: Kubeconfig = serde_saphyr::from_str(&text).map_err(|e| config_err(path, e))?;
         let ctx = cfg
             .contexts
             .iter()
