@@ -16,9 +16,14 @@ use tokio_rustls::rustls;
 
 use crate::apiserver::join::{TOKEN_PREFIX, ca_hash};
 
-/// A client for `server` as this node: joins first if `dir` holds no
+/// How to reach `server` as this node: joins first if `dir` holds no
 /// certificate yet.
-pub async fn node_client(server: &str, token: &str, node: &str, dir: &Path) -> Result<Client> {
+pub async fn node_connection(
+    server: &str,
+    token: &str,
+    node: &str,
+    dir: &Path,
+) -> Result<Connection> {
     let pki = dir.join("pki");
     let (ca, cert, key) = (
         pki.join("ca.crt"),
@@ -70,14 +75,13 @@ pub async fn node_client(server: &str, token: &str, node: &str, dir: &Path) -> R
         tracing::info!(%server, %node, "joined the cluster");
     }
     let read = |p: &Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
-    let transport = HttpsTransport::new(Connection {
+    Ok(Connection {
         server: server.to_string(),
         ca_pem: read(&ca)?,
         token: None,
         client_cert: Some((read(&cert)?, read(&key)?)),
         namespace: None,
-    })?;
-    Ok(Client::new(transport))
+    })
 }
 
 fn write_private(path: &Path, data: &[u8]) -> Result<()> {

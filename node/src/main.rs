@@ -131,7 +131,8 @@ struct ServerArgs {
     /// the cluster CA.
     #[arg(long)]
     etcd_client_cert_auth: bool,
-    /// Address of the Kubernetes API (HTTPS, always authenticated).
+    /// Address of the Kubernetes API (HTTPS, always authenticated); the
+    /// same port over UDP takes the agents' QUIC connections.
     #[arg(long, default_value = "127.0.0.1:6443")]
     api_listen: SocketAddr,
     /// host:port written into DIR/kubeconfig.yaml (default: --api-listen).
@@ -191,6 +192,21 @@ struct AgentArgs {
     /// specific address is also advertised as the Node's InternalIP.
     #[arg(long, default_value = "0.0.0.0:10250")]
     kubelet_listen: SocketAddr,
+    /// Open no log port: serve container logs only on the QUIC connection
+    /// to the control plane (needs --transport quic).
+    #[arg(long)]
+    disable_kubelet_port: bool,
+    /// How the agent talks to the control plane: `quic` (UDP, the API
+    /// server's port number; every request on its own stream) or `https`
+    /// (TCP, for networks that drop UDP).
+    #[arg(long, value_enum, default_value = "quic")]
+    transport: AgentTransport,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum AgentTransport {
+    Quic,
+    Https,
 }
 
 fn parse_labels(labels: &[String]) -> Result<std::collections::BTreeMap<String, String>> {
@@ -208,13 +224,29 @@ async fn agent_main(args: AgentArgs) -> Result<()> {
     let node = args.node_name.clone().unwrap_or_else(host_name);
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
-    let client = join::node_client(&args.server, &args.token, &node, &args.data_dir).await?;
+    if args.disable_kubelet_port && args.transport != AgentTransport::Quic {
+        bail!("--disable-kubelet-port needs --transport quic: logs would have no way out");
+    }
+    let conn = join::node_connection(&args.server, &args.token, &node, &args.data_dir).await?;
+    let (client, control_streams) = match args.transport {
+        AgentTransport::Quic => {
+            let (t, streams) = skiff_sdk::client::quic::QuicTransport::with_incoming(&conn)?;
+            let streams =
+                agent::logs::ControlStreams(std::sync::Arc::new(tokio::sync::Mutex::new(streams)));
+            (skiff_sdk::client::Client::new(t), Some(streams))
+        }
+        AgentTransport::Https => (
+            skiff_sdk::client::Client::new(skiff_sdk::client::https::HttpsTransport::new(conn)?),
+            None,
+        ),
+    };
     let cfg = agent::AgentConfig {
         node_name: node,
         data_dir: args.data_dir.clone(),
         labels: parse_labels(&args.node_labels)?,
-        kubelet_listen: args.kubelet_listen,
+        kubelet_listen: (!args.disable_kubelet_port).then_some(args.kubelet_listen),
         serving: Some(join::serving_tls(&args.data_dir)?),
+        control_streams,
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
@@ -388,9 +420,7 @@ async fn server(args: ServerArgs) -> Result<()> {
         advertise: args.api_advertise.clone(),
         default_toleration_seconds: args.default_toleration_seconds.max(0),
     };
-    let api_listener = tokio::net::TcpListener::bind(args.api_listen)
-        .await
-        .with_context(|| format!("binding the Kubernetes API to {}", args.api_listen))?;
+    let (api_listener, quic_socket) = apiserver::bind(args.api_listen).await?;
     let components = Components {
         identity: format!("{}-{:x}", args.member.name, store.identity().member_id),
         node_name: args.node_name.clone().unwrap_or_else(host_name),
@@ -399,6 +429,7 @@ async fn server(args: ServerArgs) -> Result<()> {
         kubelet_listen: args
             .kubelet_listen
             .unwrap_or_else(|| SocketAddr::new(args.api_listen.ip(), 0)),
+
         data_dir: data_dir.clone(),
         settings: controllers::Settings {
             node_monitor_grace: Duration::from_secs(args.node_monitor_grace_period.max(1)),
@@ -423,6 +454,10 @@ async fn server(args: ServerArgs) -> Result<()> {
             .context("starting the API server")?;
         tracing::info!(kubeconfig = %api_cfg.data_dir.join("kubeconfig.yaml").display(), join_token = %api_cfg.data_dir.join("pki/join.token").display(), "kubeconfig written");
         components.start(&api, stop_rx.clone());
+        let mut stop = stop_rx.clone();
+        tokio::spawn(api.clone().serve_quic(quic_socket, async move {
+            let _ = stop.wait_for(|s| *s).await;
+        }));
         let mut stop = stop_rx;
         api.serve(api_listener, async move {
             let _ = stop.wait_for(|s| *s).await;
@@ -515,8 +550,9 @@ impl Components {
                 node_name: self.node_name.clone(),
                 data_dir: self.data_dir.join("agent"),
                 labels: self.node_labels.clone(),
-                kubelet_listen: self.kubelet_listen,
+                kubelet_listen: Some(self.kubelet_listen),
                 serving: self.serving_tls(),
+                control_streams: None,
             };
             tokio::spawn(async move {
                 if let Err(e) = agent::run(node, cfg, stop).await {

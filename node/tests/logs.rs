@@ -7,6 +7,10 @@
 //! the errors (no container named, an unknown one, no node yet, RBAC
 //! without `pods/log`); and the agent's endpoint refusing callers that are
 //! not the API server.
+//!
+//! One agent talks to the control plane over HTTPS and is read on its log
+//! port; another talks QUIC and opens no port at all: its logs come back on
+//! streams the API server opens on the agent's own QUIC connection.
 
 mod common;
 
@@ -21,6 +25,7 @@ use serde_json::{Value, json};
 
 const SERVER_NODE: &str = "logs-server";
 const AGENT_NODE: &str = "logs-agent";
+const QUIC_NODE: &str = "logs-quic";
 
 /// A joined `skiff agent` process, killed when dropped.
 struct Agent {
@@ -29,14 +34,16 @@ struct Agent {
 }
 
 impl Agent {
-    fn start(server: &Member, name: &str, ip_block: &str) -> Agent {
+    fn start(server: &Member, name: &str, ip_block: &str, extra: &[&str]) -> Agent {
         let dir = server.dir.with_file_name(format!("agent-{name}"));
         let token = std::fs::read_to_string(server.dir.join("pki/join.token")).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_skiff"))
             .args(["agent", "--server"])
             .arg(format!("https://127.0.0.1:{}", server.api_port))
             .args(["--token", token.trim(), "--node-name", name])
-            .args(["--kubelet-listen", "127.0.0.1:0", "--data-dir"])
+            .args(["--kubelet-listen", "127.0.0.1:0"])
+            .args(extra)
+            .arg("--data-dir")
             .arg(&dir)
             .env("SKIFF_AGENT_POD_IP_BLOCK", ip_block)
             .stdout(Stdio::null())
@@ -171,7 +178,8 @@ async fn kubectl_logs_reads_the_agent_of_the_pods_node() {
     // Pod IP blocks no node name hashes to (those are 1..=250).
     m.start_with_env(&[("SKIFF_AGENT_POD_IP_BLOCK", "253")]);
     m.wait_api(Duration::from_secs(30)).await;
-    let agent = Agent::start(&m, AGENT_NODE, "254");
+    let agent = Agent::start(&m, AGENT_NODE, "254", &["--transport", "https"]);
+    let quiet = Agent::start(&m, QUIC_NODE, "252", &["--disable-kubelet-port"]);
     let server_port = kubelet_port(&m, SERVER_NODE).await;
     let agent_port = kubelet_port(&m, AGENT_NODE).await;
     assert_ne!(server_port, agent_port);
@@ -210,6 +218,9 @@ async fn kubectl_logs_reads_the_agent_of_the_pods_node() {
         pod("remote", AGENT_NODE, "Always", json!([{
             "name": "c", "image": job, "args": ticks(&["echo", "hello from the agent"]),
         }])),
+        pod("quiet", QUIC_NODE, "Always", json!([{
+            "name": "c", "image": job, "args": ticks(&["echo", "hello over quic"]),
+        }])),
         // Fits no node: never bound.
         {
             "apiVersion": "v1", "kind": "Pod",
@@ -232,6 +243,36 @@ async fn kubectl_logs_reads_the_agent_of_the_pods_node() {
     // A pod on the joined agent: the same path to another process.
     let out = logs_containing(&m, &["remote"], "tick 0\n").await;
     assert!(out.starts_with("hello from the agent\n"), "{out}");
+    // A node with no log port: the request goes back over its QUIC
+    // connection, streaming with -f as well.
+    let out = logs_containing(&m, &["quiet"], "tick 0\n").await;
+    assert!(out.starts_with("hello over quic\n"), "{out}");
+    let n = get(&m, &["node", QUIC_NODE]).unwrap();
+    assert!(
+        n["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"]
+            .as_u64()
+            .unwrap_or(0)
+            == 0,
+        "{}",
+        n["status"]
+    );
+    let mut follow = Command::new("kubectl")
+        .args(["logs", "-f", "quiet", "--tail=1"])
+        .env("KUBECONFIG", m.dir.join("kubeconfig.yaml"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(follow.stdout.take().unwrap()).lines();
+    let first: u64 = lines.next().unwrap().unwrap()["tick ".len()..]
+        .parse()
+        .unwrap();
+    let second: u64 = lines.next().unwrap().unwrap()["tick ".len()..]
+        .parse()
+        .unwrap();
+    assert_eq!(second, first + 1, "kubectl logs -f over quic");
+    let _ = follow.kill();
+    let _ = follow.wait();
 
     // --tail, --timestamps, --limit-bytes.
     let out = logs(&m, &["ticker", "--tail=2"]).unwrap();
@@ -519,5 +560,6 @@ async fn kubectl_logs_reads_the_agent_of_the_pods_node() {
     );
     assert_eq!((code, body.as_str()), (200, "i am a\n"));
     drop(agent);
+    drop(quiet);
     eprintln!("logs test took {:?}", t0.elapsed());
 }

@@ -13,6 +13,12 @@
 //! user is the API server's ([`KUBELET_CLIENT`]) or in `system:masters` may
 //! read. No certificate is 401, another user 403; a certificate from another
 //! CA fails the handshake.
+//!
+//! The same requests also arrive on the agent's QUIC connection to the
+//! control plane ([`LogServer::serve_streams`]): streams the API server
+//! opens there, which need no port on the node. Their caller is the API
+//! server the agent dialled and verified against the cluster CA — the one
+//! whose pod assignments it already runs.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -28,6 +34,7 @@ use hyper::body::{Frame, Incoming};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
 use skiff_sdk::client::informer::Store;
+use skiff_sdk::client::quic;
 use skiff_sdk::runtime::{LogLine, LogReader, rfc3339_nanos};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
@@ -245,9 +252,21 @@ pub fn select(lines: Vec<LogLine>, since: Option<&str>, tail: Option<u64>) -> Ve
     lines
 }
 
+/// Streams the control plane opened on the agent's QUIC connection.
+#[derive(Clone)]
+pub struct ControlStreams(pub Arc<tokio::sync::Mutex<mpsc::Receiver<quic::Incoming>>>);
+
+impl std::fmt::Debug for ControlStreams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ControlStreams")
+    }
+}
+
 /// What the log server needs of the agent.
 pub struct LogServer {
-    pub tls: NodeTls,
+    /// The certificate of the HTTPS endpoint; without one, only the QUIC
+    /// streams are served.
+    pub tls: Option<NodeTls>,
     pub data_dir: PathBuf,
     pub pods: Arc<Store<Pod>>,
 }
@@ -259,7 +278,11 @@ impl LogServer {
         listener: TcpListener,
         mut stop: watch::Receiver<bool>,
     ) -> anyhow::Result<()> {
-        let mut cfg = self.tls.rustls_server_config(false)?;
+        let tls = self
+            .tls
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("no serving certificate"))?;
+        let mut cfg = tls.rustls_server_config(false)?;
         cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
         loop {
@@ -295,6 +318,44 @@ impl LogServer {
                 let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
                 if let Err(e) = builder.serve_connection(TokioIo::new(tls), svc).await {
                     tracing::debug!(%peer, "log server connection: {e}");
+                }
+            });
+        }
+    }
+
+    /// Serves the streams the control plane opens on the agent's QUIC
+    /// connection, as the API server's requests, until `stop` turns true.
+    pub async fn serve_streams(
+        self: Arc<Self>,
+        streams: ControlStreams,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let mut rx = streams.0.lock().await;
+        let api_server = User {
+            name: KUBELET_CLIENT.into(),
+            groups: vec!["system:authenticated".into()],
+        };
+        loop {
+            let (send, recv) = tokio::select! {
+                s = rx.recv() => match s {
+                    Some(s) => s,
+                    None => return,
+                },
+                _ = stop.wait_for(|s| *s) => return,
+            };
+            let server = self.clone();
+            let user = api_server.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req| {
+                    let server = server.clone();
+                    let user = user.clone();
+                    async move { Ok::<_, Infallible>(server.handle(req, Some(user)).await) }
+                });
+                if let Err(e) = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(quic::stream_io(send, recv), svc)
+                    .await
+                {
+                    tracing::debug!("log stream: {e}");
                 }
             });
         }

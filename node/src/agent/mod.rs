@@ -63,14 +63,17 @@ pub struct AgentConfig {
     pub data_dir: PathBuf,
     /// Extra labels for the Node (`--node-label k=v`).
     pub labels: BTreeMap<String, String>,
-    /// Where the log endpoint listens (port 0: any free port). The Node
-    /// advertises the port bound and, for a specific address, that address
-    /// as its InternalIP.
-    pub kubelet_listen: SocketAddr,
+    /// Where the log endpoint listens (port 0: any free port); `None`
+    /// opens no port. The Node advertises the port bound and, for a
+    /// specific address, that address as its InternalIP.
+    pub kubelet_listen: Option<SocketAddr>,
     /// The certificate the log endpoint presents (`system:node:<name>`,
     /// valid for the node name) and the CA its clients must come from;
     /// without it the agent serves no logs.
     pub serving: Option<NodeTls>,
+    /// The streams the control plane opens on the agent's QUIC connection,
+    /// served as the log endpoint is.
+    pub control_streams: Option<logs::ControlStreams>,
 }
 
 /// Settings with Kubernetes' values by default, which tests shorten.
@@ -254,9 +257,9 @@ pub async fn run_with(
     let mut sys = node::SystemInfo::read();
     // Bound before the Node is registered, so that its status names the
     // real port (the flag may say 0).
-    let kubelet = match &cfg.serving {
-        Some(_) => {
-            let l = logs::bind(cfg.kubelet_listen).await?;
+    let kubelet = match (&cfg.serving, cfg.kubelet_listen) {
+        (Some(_), Some(listen)) => {
+            let l = logs::bind(listen).await?;
             let addr = l.local_addr()?;
             sys.kubelet_port = Some(addr.port());
             if !addr.ip().is_unspecified() {
@@ -265,10 +268,11 @@ pub async fn run_with(
             tracing::info!(node = %cfg.node_name, %addr, "log endpoint listening (https)");
             Some(l)
         }
-        None => {
-            tracing::warn!(node = %cfg.node_name, "no serving certificate: this node serves no logs");
+        (None, Some(_)) => {
+            tracing::warn!(node = %cfg.node_name, "no serving certificate: this node opens no log endpoint");
             None
         }
+        (_, None) => None,
     };
     let (block, _block_claim) = ipam::claim_block(
         tuning
@@ -318,18 +322,21 @@ pub async fn run_with(
     );
     let mut events = pods.subscribe();
     let _informer = pods.start();
-    if let (Some(listener), Some(tls)) = (kubelet, ctx.cfg.serving.clone()) {
-        let server = Arc::new(logs::LogServer {
-            tls,
-            data_dir: ctx.cfg.data_dir.clone(),
-            pods: pods.store(),
-        });
-        let stop = stop.clone();
+    let log_server = Arc::new(logs::LogServer {
+        tls: ctx.cfg.serving.clone(),
+        data_dir: ctx.cfg.data_dir.clone(),
+        pods: pods.store(),
+    });
+    if let Some(listener) = kubelet {
+        let (server, stop) = (log_server.clone(), stop.clone());
         tokio::spawn(async move {
             if let Err(e) = server.serve(listener, stop).await {
                 tracing::error!("log endpoint: {e:#}");
             }
         });
+    }
+    if let Some(streams) = ctx.cfg.control_streams.clone() {
+        tokio::spawn(log_server.serve_streams(streams, stop.clone()));
     }
     tokio::select! {
         () = pods.synced() => {}

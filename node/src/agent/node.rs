@@ -492,8 +492,9 @@ mod tests {
             node_name: "n1".into(),
             data_dir: "/tmp".into(),
             labels: BTreeMap::from([("zone".to_string(), "a".to_string())]),
-            kubelet_listen: "127.0.0.1:0".parse().unwrap(),
+            kubelet_listen: None,
             serving: None,
+            control_streams: None,
         };
         let l = labels(&cfg);
         assert_eq!(l[LABEL_RUNTIME_WASM], "true");

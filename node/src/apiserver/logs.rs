@@ -9,6 +9,10 @@
 //! cluster CA, the agent's certificate checked against the CA and the node
 //! name — and streams the agent's answer back. With `follow=true` the body
 //! stays open and carries lines as they are written.
+//!
+//! An agent connected over QUIC (see [`super::quic`]) is asked on a stream
+//! the API server opens on that connection instead: no connection to the
+//! node's port is made, and a node with none open still serves logs.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -80,20 +84,49 @@ impl KubeletClient {
         // address alone could be anyone's.
         let name = ServerName::try_from(node.to_string()).map_err(|e| fail(&e))?;
         let tls = self.tls.connect(name, tcp).await.map_err(|e| fail(&e))?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        get_over(TokioIo::new(tls), &format!("{node}:{port}"), path)
             .await
-            .map_err(|e| fail(&e))?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!("kubelet connection: {e}");
-            }
-        });
-        let req = Request::get(path)
-            .header(header::HOST, format!("{node}:{port}"))
-            .body(Empty::<Bytes>::new())
-            .map_err(|e| fail(&e))?;
-        sender.send_request(req).await.map_err(|e| fail(&e))
+            .map_err(|e| fail(&e))
     }
+}
+
+/// `GET path` on the agent of `node` over its QUIC connection.
+async fn get_quic(
+    conn: &quinn::Connection,
+    node: &str,
+    path: &str,
+) -> Result<Response<hyper::body::Incoming>, ApiError> {
+    let fail = |e: &dyn std::fmt::Display| {
+        ApiError::internal(format!("Get \"{path}\" on node {node} (quic): {e}"))
+    };
+    let (send, recv) = tokio::time::timeout(CONNECT_TIMEOUT, conn.open_bi())
+        .await
+        .map_err(|_| fail(&"timed out opening a stream"))?
+        .map_err(|e| fail(&e))?;
+    get_over(skiff_sdk::client::quic::stream_io(send, recv), node, path)
+        .await
+        .map_err(|e| fail(&e))
+}
+
+/// One HTTP/1.1 `GET` over `io`.
+async fn get_over<IO>(
+    io: IO,
+    host: &str,
+    path: &str,
+) -> Result<Response<hyper::body::Incoming>, Box<dyn std::error::Error + Send + Sync>>
+where
+    IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!("kubelet connection: {e}");
+        }
+    });
+    let req = Request::get(path)
+        .header(header::HOST, host)
+        .body(Empty::<Bytes>::new())?;
+    Ok(sender.send_request(req).await?)
 }
 
 /// The options of a log request, checked as Kubernetes checks
@@ -200,6 +233,7 @@ fn endpoint(node: &Value) -> Option<(String, u16)> {
 pub async fn pod_log(
     objects: &Objects,
     kubelet: Option<&KubeletClient>,
+    agents: &super::quic::AgentLinks,
     t: &Target,
     q: &BTreeMap<String, String>,
 ) -> Result<Response<Body>, ApiError> {
@@ -224,22 +258,27 @@ pub async fn pod_log(
         .await?
         .ok_or_else(|| ApiError::not_found("", "nodes", node_name))?
         .object;
-    let (host, port) = endpoint(&node).ok_or_else(|| {
-        ApiError::unavailable(format!(
-            "node {node_name:?} does not serve container logs (no kubelet endpoint in its status)"
-        ))
-    })?;
-    let kubelet = kubelet.ok_or_else(|| {
-        ApiError::unavailable(
-            "this API server has no client certificate for the nodes' log endpoints",
-        )
-    })?;
     let query = opts.to_query();
     let path = format!(
         "/containerLogs/{ns}/{name}/{container}{}{query}",
         if query.is_empty() { "" } else { "?" }
     );
-    let resp = kubelet.get(node_name, &host, port, &path).await?;
+    let resp = match agents.get(node_name) {
+        Some(conn) => get_quic(&conn, node_name, &path).await?,
+        None => {
+            let (host, port) = endpoint(&node).ok_or_else(|| {
+                ApiError::unavailable(format!(
+                    "node {node_name:?} does not serve container logs (not connected over QUIC, and no kubelet endpoint in its status)"
+                ))
+            })?;
+            let kubelet = kubelet.ok_or_else(|| {
+                ApiError::unavailable(
+                    "this API server has no client certificate for the nodes' log endpoints",
+                )
+            })?;
+            kubelet.get(node_name, &host, port, &path).await?
+        }
+    };
     let status = resp.status();
     if status == StatusCode::OK {
         let body = resp.into_body().map_err(std::io::Error::other).boxed();

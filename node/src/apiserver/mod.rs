@@ -15,6 +15,7 @@ mod lifecycle;
 pub mod local;
 pub mod logs;
 pub mod proto;
+pub mod quic;
 mod rbac;
 pub mod resources;
 mod seal;
@@ -53,6 +54,8 @@ pub struct ApiServer {
     ca_pem: String,
     /// How this server reads container logs from the agents.
     kubelet: Option<logs::KubeletClient>,
+    /// The agents connected over QUIC, for the log streams to them.
+    agents: quic::AgentLinks,
 }
 
 pub struct ApiConfig {
@@ -116,6 +119,7 @@ impl ApiServer {
             join,
             ca_pem,
             kubelet,
+            agents: quic::AgentLinks::default(),
         });
         server.write_kubeconfig(cfg)?;
         handlers::ensure_namespaces(&server.objects).await?;
@@ -341,7 +345,14 @@ impl ApiServer {
                     handlers::Target::parse("", "v1", &["namespaces", ns, "pods", name, "log"])?;
                 rbac::authorize(&self.objects, user, "get", &target).await?;
                 let q = handlers::query(&req);
-                logs::pod_log(&self.objects, self.kubelet.as_ref(), &target, &q).await
+                logs::pod_log(
+                    &self.objects,
+                    self.kubelet.as_ref(),
+                    &self.agents,
+                    &target,
+                    &q,
+                )
+                .await
             }
             ["api", version, rest @ ..] => {
                 let target = handlers::Target::parse("", version, rest)?;
@@ -354,6 +365,29 @@ impl ApiServer {
             _ => Err(not_found()),
         }
     }
+}
+
+/// Binds the API's address twice: TCP for HTTPS, and the same port number
+/// over UDP for the agents' QUIC connections. With port 0 the TCP port is
+/// chosen first and, should its number be taken on UDP, chosen again.
+pub async fn bind(addr: SocketAddr) -> anyhow::Result<(TcpListener, std::net::UdpSocket)> {
+    use anyhow::Context;
+    for _ in 0..16 {
+        let tcp = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding the Kubernetes API to {addr} (tcp)"))?;
+        let bound = tcp.local_addr()?;
+        match std::net::UdpSocket::bind(bound) {
+            Ok(udp) => return Ok((tcp, udp)),
+            Err(e) if addr.port() == 0 && e.kind() == std::io::ErrorKind::AddrInUse => continue,
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!("binding the agents' QUIC endpoint to {bound} (udp)")
+                });
+            }
+        }
+    }
+    anyhow::bail!("no port free for both tcp and udp at {addr}")
 }
 
 /// 404 for a path that names nothing served.

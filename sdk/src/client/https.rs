@@ -90,6 +90,58 @@ fn config_err(path: &Path, message: impl std::fmt::Display) -> Error {
 }
 
 impl Connection {
+    /// The server's host (without brackets) and port, from an `https://` URL.
+    pub fn host_port(&self) -> Result<(String, u16), Error> {
+        let uri: Uri = self
+            .server
+            .parse()
+            .map_err(|e| Error::Transport(format!("server {:?}: {e}", self.server)))?;
+        if uri.scheme_str() != Some("https") {
+            return Err(Error::Transport(format!(
+                "server {:?}: only https is supported",
+                self.server
+            )));
+        }
+        let host = uri
+            .host()
+            .unwrap_or("")
+            .trim_matches(['[', ']'])
+            .to_string();
+        Ok((host, uri.port_u16().unwrap_or(443)))
+    }
+
+    /// A TLS client configuration that trusts only the CA and presents the
+    /// client certificate, if there is one; the caller sets ALPN.
+    pub fn tls_config(&self) -> Result<rustls::ClientConfig, Error> {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls_pemfile::certs(&mut self.ca_pem.as_slice()) {
+            let cert = cert.map_err(|e| Error::Transport(format!("CA certificate: {e}")))?;
+            roots
+                .add(cert)
+                .map_err(|e| Error::Transport(format!("CA certificate: {e}")))?;
+        }
+        let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Transport(e.to_string()))?
+        .with_root_certificates(roots);
+        match &self.client_cert {
+            Some((cert, key)) => {
+                let chain = rustls_pemfile::certs(&mut cert.as_slice())
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| Error::Transport(format!("client certificate: {e}")))?;
+                let key = rustls_pemfile::private_key(&mut key.as_slice())
+                    .map_err(|e| Error::Transport(format!("client key: {e}")))?
+                    .ok_or_else(|| Error::Transport("client key: none in the PEM".into()))?;
+                builder
+                    .with_client_auth_cert(chain, key)
+                    .map_err(|e| Error::Transport(format!("client certificate: {e}")))
+            }
+            None => Ok(builder.with_no_client_auth()),
+        }
+    }
+
     pub fn from_kubeconfig(path: &Path) -> Result<Connection, Error> {
         let text = std::fs::read_to_string(path).map_err(|e| config_err(path, e))?;
         let cfg: Kubeconfig = serde_saphyr::from_str(&text).map_err(|e| config_err(path, e))?;
@@ -169,49 +221,8 @@ impl HttpsTransport {
     }
 
     pub fn new(conn: Connection) -> Result<HttpsTransport, Error> {
-        let uri: Uri = conn
-            .server
-            .parse()
-            .map_err(|e| Error::Transport(format!("server {:?}: {e}", conn.server)))?;
-        if uri.scheme_str() != Some("https") {
-            return Err(Error::Transport(format!(
-                "server {:?}: only https is supported",
-                conn.server
-            )));
-        }
-        let host = uri
-            .host()
-            .unwrap_or("")
-            .trim_matches(['[', ']'])
-            .to_string();
-        let port = uri.port_u16().unwrap_or(443);
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in rustls_pemfile::certs(&mut conn.ca_pem.as_slice()) {
-            let cert = cert.map_err(|e| Error::Transport(format!("CA certificate: {e}")))?;
-            roots
-                .add(cert)
-                .map_err(|e| Error::Transport(format!("CA certificate: {e}")))?;
-        }
-        let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| Error::Transport(e.to_string()))?
-        .with_root_certificates(roots);
-        let mut cfg = match &conn.client_cert {
-            Some((cert, key)) => {
-                let chain = rustls_pemfile::certs(&mut cert.as_slice())
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| Error::Transport(format!("client certificate: {e}")))?;
-                let key = rustls_pemfile::private_key(&mut key.as_slice())
-                    .map_err(|e| Error::Transport(format!("client key: {e}")))?
-                    .ok_or_else(|| Error::Transport("client key: none in the PEM".into()))?;
-                builder
-                    .with_client_auth_cert(chain, key)
-                    .map_err(|e| Error::Transport(format!("client certificate: {e}")))?
-            }
-            None => builder.with_no_client_auth(),
-        };
+        let (host, port) = conn.host_port()?;
+        let mut cfg = conn.tls_config()?;
         cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(HttpsTransport {
             conn,

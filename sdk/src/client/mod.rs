@@ -12,6 +12,8 @@ pub mod dynamic;
 pub mod https;
 pub mod informer;
 pub mod queue;
+#[cfg(feature = "quic")]
+pub mod quic;
 
 use std::any::TypeId;
 use std::fmt;
