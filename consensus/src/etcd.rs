@@ -41,6 +41,29 @@ pub async fn serve(
     tls: Option<tonic::transport::ServerTlsConfig>,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
+    router(store, tls)?
+        .serve_with_shutdown(addr, shutdown)
+        .await
+}
+
+/// As [`serve`], on a listener the caller bound (with port 0, the caller
+/// learns the port before serving starts).
+pub async fn serve_on(
+    store: Store,
+    listener: tokio::net::TcpListener,
+    tls: Option<tonic::transport::ServerTlsConfig>,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    router(store, tls)?
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await
+}
+
+fn router(
+    store: Store,
+    tls: Option<tonic::transport::ServerTlsConfig>,
+) -> Result<tonic::transport::server::Router, tonic::transport::Error> {
     let mut builder = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(Duration::from_secs(30)));
@@ -48,16 +71,14 @@ pub async fn serve(
         builder = builder.tls_config(tls)?;
     }
     let svc = EtcdApi { store };
-    builder
+    Ok(builder
         .add_service(
             pb::kv_server::KvServer::new(svc.clone()).max_decoding_message_size(MAX_GRPC_MESSAGE),
         )
         .add_service(pb::watch_server::WatchServer::new(svc.clone()))
         .add_service(pb::lease_server::LeaseServer::new(svc.clone()))
         .add_service(pb::cluster_server::ClusterServer::new(svc.clone()))
-        .add_service(pb::maintenance_server::MaintenanceServer::new(svc))
-        .serve_with_shutdown(addr, shutdown)
-        .await
+        .add_service(pb::maintenance_server::MaintenanceServer::new(svc)))
 }
 
 #[derive(Clone)]

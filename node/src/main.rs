@@ -1,13 +1,7 @@
 //! `skiff`: one binary for the control plane, the agent and the client.
 
-mod agent;
-mod apiserver;
-mod bench;
-mod cli;
-mod controllers;
-mod join;
-mod leader;
-mod scheduler;
+use skiff_node::server::host_name;
+use skiff_node::{Server, ServerConfig, agent, bench, cli, controllers, join};
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -15,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
-use consensus::{ClusterState, Store, StoreConfig};
+use consensus::{ClusterState, StoreConfig};
 
 #[derive(Parser)]
 #[command(
@@ -159,15 +153,6 @@ struct ServerArgs {
     /// unreachable node before they are evicted (Kubernetes: 300).
     #[arg(long, default_value_t = 30)]
     default_toleration_seconds: i64,
-}
-
-/// This machine's host name, lowercased as a node name must be.
-fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_lowercase())
-        .ok()
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".into())
 }
 
 #[derive(clap::Args)]
@@ -367,198 +352,32 @@ fn run(cmd: Cmd) -> Result<()> {
 }
 
 async fn server(args: ServerArgs) -> Result<()> {
-    let tls = args.etcd_client_cert_auth;
-    if !args.etcd_listen.ip().is_loopback() && !tls {
-        bail!(
-            "--etcd-listen {} is reachable off this machine: add --etcd-client-cert-auth \
-             (mutual TLS with the cluster CA) or listen on loopback",
-            args.etcd_listen
-        );
-    }
-    let scheme = if tls { "https" } else { "http" };
-    let cfg = args
-        .member
-        .store_config(vec![format!("{scheme}://{}", args.etcd_listen)])?;
-    let data_dir = cfg.data_dir.clone();
-    let store = Store::start(cfg, tokio::runtime::Handle::current())
-        .with_context(|| format!("starting the store in {}", data_dir.display()))?;
-    let tls_cfg = if tls {
-        let t = store.tls().context("no certificates")?;
-        Some(
-            tonic::transport::ServerTlsConfig::new()
-                .identity(tonic::transport::Identity::from_pem(
-                    &t.cert_pem,
-                    &t.key_pem,
-                ))
-                .client_ca_root(tonic::transport::Certificate::from_pem(&t.ca_pem)),
-        )
-    } else {
-        None
-    };
-    tracing::info!(
-        member = format!("{:x}", store.identity().member_id),
-        cluster = format!("{:x}", store.identity().cluster_id),
-        etcd = %args.etcd_listen,
-        peer = ?store.peer_local_addr(),
-        "skiff store member started"
-    );
-    let shutdown = async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("signal handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {},
-            _ = term.recv() => {},
-        }
-        tracing::info!("shutting down");
-    };
-    // The API server needs a store that answers: it starts once the
-    // members have elected a leader (the first member of a new cluster may
-    // wait for the others), while the etcd API serves from the start.
-    let api_cfg = apiserver::ApiConfig {
-        listen: args.api_listen,
-        data_dir: data_dir.clone(),
-        advertise: args.api_advertise.clone(),
-        default_toleration_seconds: args.default_toleration_seconds.max(0),
-    };
-    let (api_listener, quic_socket) = apiserver::bind(args.api_listen).await?;
-    let components = Components {
-        identity: format!("{}-{:x}", args.member.name, store.identity().member_id),
+    let cfg = ServerConfig {
+        store: args.member.store_config(Vec::new())?,
+        etcd_listen: Some(args.etcd_listen),
+        etcd_client_cert_auth: args.etcd_client_cert_auth,
+        api_listen: args.api_listen,
+        api_advertise: args.api_advertise.clone(),
         node_name: args.node_name.clone().unwrap_or_else(host_name),
         node_labels: parse_labels(&args.node_labels)?,
         agent: !args.disable_agent,
-        kubelet_listen: args
-            .kubelet_listen
-            .unwrap_or_else(|| SocketAddr::new(args.api_listen.ip(), 0)),
-
-        data_dir: data_dir.clone(),
-        settings: controllers::Settings {
+        kubelet_listen: args.kubelet_listen,
+        controllers: controllers::Settings {
             node_monitor_grace: Duration::from_secs(args.node_monitor_grace_period.max(1)),
             default_toleration_seconds: args.default_toleration_seconds.max(0),
         },
     };
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let api_store = store.clone();
-    let api_task = tokio::spawn(async move {
-        let mut stop = stop_rx.clone();
-        loop {
+    let server = Server::start(cfg).await?;
+    server
+        .run_until(async {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("signal handler");
             tokio::select! {
-                r = api_store.wait_leader(Duration::from_secs(5)) => if r.is_ok() { break },
-                _ = stop.wait_for(|s| *s) => return Ok(()),
+                _ = tokio::signal::ctrl_c() => {},
+                _ = term.recv() => {},
             }
-            tracing::info!(
-                "waiting for the store to elect a leader before starting the Kubernetes API"
-            );
-        }
-        let api = apiserver::ApiServer::new(api_store, &api_cfg)
-            .await
-            .context("starting the API server")?;
-        tracing::info!(kubeconfig = %api_cfg.data_dir.join("kubeconfig.yaml").display(), join_token = %api_cfg.data_dir.join("pki/join.token").display(), "kubeconfig written");
-        components.start(&api, stop_rx.clone());
-        let mut stop = stop_rx.clone();
-        tokio::spawn(api.clone().serve_quic(quic_socket, async move {
-            let _ = stop.wait_for(|s| *s).await;
-        }));
-        let mut stop = stop_rx;
-        api.serve(api_listener, async move {
-            let _ = stop.wait_for(|s| *s).await;
+            tracing::info!("shutting down");
         })
         .await
-    });
-    let shutdown = async move {
-        shutdown.await;
-        let _ = stop_tx.send(true);
-    };
-    let served = consensus::etcd::serve(store.clone(), args.etcd_listen, tls_cfg, shutdown).await;
-    match api_task.await {
-        Ok(Err(e)) => tracing::error!("kubernetes API: {e:#}"),
-        Err(e) => tracing::error!("kubernetes API task: {e}"),
-        Ok(Ok(())) => {}
-    }
-    let stop = store.clone();
-    tokio::task::spawn_blocking(move || stop.stop()).await?;
-    served.with_context(|| format!("etcd API on {}", args.etcd_listen))?;
-    Ok(())
-}
-
-/// What runs beside the API server in `skiff server`: the controllers and
-/// the scheduler (on the elected member only) and this host's agent. Each
-/// reaches the API server through the in-process transport, as its own user.
-struct Components {
-    identity: String,
-    node_name: String,
-    node_labels: std::collections::BTreeMap<String, String>,
-    agent: bool,
-    kubelet_listen: SocketAddr,
-    data_dir: PathBuf,
-    settings: controllers::Settings,
-}
-
-impl Components {
-    /// The in-process agent's serving certificate, issued by this member's
-    /// CA at each start (it is never written to disk).
-    fn serving_tls(&self) -> Option<consensus::pki::NodeTls> {
-        let issued = consensus::pki::ClusterCa::load(&self.data_dir.join("pki")).and_then(|ca| {
-            let cert = ca.issue_for(
-                &format!("system:node:{}", self.node_name),
-                &["system:nodes"],
-                std::slice::from_ref(&self.node_name),
-            )?;
-            Ok(consensus::pki::NodeTls {
-                ca_pem: ca.cert_pem().to_string(),
-                cert_pem: cert.cert_pem,
-                key_pem: cert.key_pem,
-            })
-        });
-        issued
-            .inspect_err(|e| tracing::warn!("no serving certificate for the agent: {e}"))
-            .ok()
-    }
-
-    fn start(
-        &self,
-        api: &std::sync::Arc<apiserver::ApiServer>,
-        stop: tokio::sync::watch::Receiver<bool>,
-    ) {
-        use apiserver::local::client;
-        let lease = Duration::from_secs(15);
-        let cm = client(api, "system:kube-controller-manager", &["system:masters"]);
-        let settings = self.settings.clone();
-        tokio::spawn(leader::run_elected(
-            cm.clone(),
-            "skiff-controller-manager".into(),
-            self.identity.clone(),
-            lease,
-            move |stop| controllers::run(cm.clone(), settings.clone(), stop),
-            stop.clone(),
-        ));
-        let sched = client(api, "system:kube-scheduler", &["system:masters"]);
-        tokio::spawn(leader::run_elected(
-            sched.clone(),
-            "skiff-scheduler".into(),
-            self.identity.clone(),
-            lease,
-            move |stop| scheduler::run(sched.clone(), stop),
-            stop.clone(),
-        ));
-        if self.agent {
-            let node = client(
-                api,
-                &format!("system:node:{}", self.node_name),
-                &["system:nodes", "system:masters"],
-            );
-            let cfg = agent::AgentConfig {
-                node_name: self.node_name.clone(),
-                data_dir: self.data_dir.join("agent"),
-                labels: self.node_labels.clone(),
-                kubelet_listen: Some(self.kubelet_listen),
-                serving: self.serving_tls(),
-                control_streams: None,
-            };
-            tokio::spawn(async move {
-                if let Err(e) = agent::run(node, cfg, stop).await {
-                    tracing::error!("agent: {e:#}");
-                }
-            });
-        }
-    }
 }
