@@ -87,7 +87,7 @@ impl StoreConfig {
         }
     }
 
-    fn advertise(&self) -> String {
+    pub fn advertise(&self) -> String {
         self.peer_advertise
             .clone()
             .unwrap_or_else(|| self.peer_listen.to_string())

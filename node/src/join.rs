@@ -31,40 +31,14 @@ pub async fn node_connection(
         pki.join("node-client.key"),
     );
     if !cert.exists() {
-        let parts: Vec<&str> = token.split('.').collect();
-        let [TOKEN_PREFIX, hash, _secret] = parts.as_slice() else {
-            bail!(
-                "--token is not a skiff join token (skiff1.<ca hash>.<secret>, in the server's DIR/pki/join.token)"
-            );
-        };
-        let ca_pem = fetch_ca(server).await?;
-        if ca_hash(&ca_pem) != *hash {
-            bail!(
-                "the CA certificate {server} presents does not match the token: wrong server, or someone in between"
-            );
-        }
-        let transport = HttpsTransport::new(Connection {
-            server: server.to_string(),
-            ca_pem: ca_pem.clone().into_bytes(),
-            token: None,
-            client_cert: None,
-            namespace: None,
-        })?;
-        let client = Client::new(transport);
-        let answer: Value = client
-            .request(
-                Method::POST,
-                "/skiff/v1/join",
-                "application/json",
-                Bytes::from(json!({"token": token, "node": node}).to_string()),
-            )
-            .await
-            .map_err(|e| match e {
-                Error::Api(s) if s.code == Some(401) => {
-                    anyhow::anyhow!("the server refused the join token")
-                }
-                e => anyhow::anyhow!("joining {server}: {e}"),
-            })?;
+        let (ca_pem, client) = pinned(server, token).await?;
+        let answer = ask(
+            &client,
+            server,
+            "/skiff/v1/join",
+            json!({"token": token, "node": node}),
+        )
+        .await?;
         std::fs::create_dir_all(&pki)?;
         write_private(&ca, ca_pem.as_bytes())?;
         write_private(&key, answer["key"].as_str().unwrap_or("").as_bytes())?;
@@ -81,6 +55,114 @@ pub async fn node_connection(
         token: None,
         client_cert: Some((read(&cert)?, read(&key)?)),
         namespace: None,
+    })
+}
+
+/// The cluster CA `server` presents, checked against the hash in `token`,
+/// and an anonymous client that trusts only that CA.
+async fn pinned(server: &str, token: &str) -> Result<(String, Client)> {
+    let parts: Vec<&str> = token.split('.').collect();
+    let [TOKEN_PREFIX, hash, _secret] = parts.as_slice() else {
+        bail!(
+            "--token is not a skiff join token (skiff1.<ca hash>.<secret>, in the server's DIR/pki)"
+        );
+    };
+    let ca_pem = fetch_ca(server).await?;
+    if ca_hash(&ca_pem) != *hash {
+        bail!(
+            "the CA certificate {server} presents does not match the token: wrong server, or someone in between"
+        );
+    }
+    let transport = HttpsTransport::new(Connection {
+        server: server.to_string(),
+        ca_pem: ca_pem.clone().into_bytes(),
+        token: None,
+        client_cert: None,
+        namespace: None,
+    })?;
+    Ok((ca_pem, Client::new(transport)))
+}
+
+/// `POST path` with `body`; a refused token is said as such.
+async fn ask(client: &Client, server: &str, path: &str, body: Value) -> Result<Value> {
+    client
+        .request(
+            Method::POST,
+            path,
+            "application/json",
+            Bytes::from(body.to_string()),
+        )
+        .await
+        .map_err(|e| match e {
+            Error::Api(s) if s.code == Some(401) => {
+                anyhow::anyhow!("{server} refused the token")
+            }
+            e => anyhow::anyhow!("joining {server}: {e}"),
+        })
+}
+
+/// What a new control-plane member needs to start its store: the members
+/// to find the leader through, and where the cluster CA was put.
+#[derive(Debug)]
+pub struct ServerJoin {
+    pub initial_cluster: Vec<(String, String)>,
+    pub ca_dir: std::path::PathBuf,
+}
+
+/// Joins the control plane of `server` as member `name`, reachable by its
+/// peers at `peer` (host:port): the server adds it as a learner and answers
+/// the cluster's shared files, written here into `dir/pki` (the CA into
+/// `dir/join`, from which the store issues this member's certificate).
+pub async fn join_server(
+    server: &str,
+    token: &str,
+    name: &str,
+    peer: &str,
+    dir: &Path,
+) -> Result<ServerJoin> {
+    let (_, client) = pinned(server, token).await?;
+    let answer = ask(
+        &client,
+        server,
+        "/skiff/v1/join-server",
+        json!({"token": token, "name": name, "peer": peer}),
+    )
+    .await?;
+    let pki = dir.join("pki");
+    let ca_dir = dir.join("join");
+    std::fs::create_dir_all(&pki)?;
+    std::fs::create_dir_all(&ca_dir)?;
+    let files = answer["files"]
+        .as_object()
+        .context("the join answer has no files")?;
+    for f in crate::apiserver::join::SHARED_FILES {
+        let text = files
+            .get(*f)
+            .and_then(Value::as_str)
+            .with_context(|| format!("the join answer lacks {f}"))?;
+        let to = if f.starts_with("ca.") { &ca_dir } else { &pki };
+        write_private(&to.join(f), text.as_bytes())?;
+    }
+    let mut initial_cluster: Vec<(String, String)> = answer["members"]
+        .as_array()
+        .context("the join answer has no members")?
+        .iter()
+        .filter_map(|m| {
+            let peer = m["peer"].as_str()?.to_string();
+            let name = m["name"]
+                .as_str()
+                .filter(|n| !n.is_empty())
+                .unwrap_or(m["id"].as_str()?);
+            Some((name.to_string(), peer))
+        })
+        .collect();
+    if let Some(me) = initial_cluster.iter_mut().find(|(_, p)| p == peer) {
+        me.0 = name.to_string();
+    }
+    tracing::info!(%server, %name, members = initial_cluster.len(), "joined the control plane as a learner");
+    Ok(ServerJoin {
+        initial_cluster,
+        ca_dir,
     })
 }
 

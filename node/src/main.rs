@@ -141,6 +141,14 @@ struct ServerArgs {
     /// Run no pods here: a control-plane-only member.
     #[arg(long)]
     disable_agent: bool,
+    /// Join the control plane of the cluster whose API is at this URL
+    /// (https://host:port) as a new store member, instead of starting a new
+    /// cluster. Needs --token; peers must reach --peer-advertise.
+    #[arg(long, value_name = "URL", requires = "token")]
+    join: Option<String>,
+    /// The server token of the cluster to join (its DIR/pki/server.token).
+    #[arg(long, env = "SKIFF_SERVER_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     /// Where this host's agent serves container logs to the API server
     /// (HTTPS, mutual TLS; port 0: any free port). Default: the address of
     /// --api-listen, any free port.
@@ -366,6 +374,13 @@ async fn server(args: ServerArgs) -> Result<()> {
             node_monitor_grace: Duration::from_secs(args.node_monitor_grace_period.max(1)),
             default_toleration_seconds: args.default_toleration_seconds.max(0),
         },
+        join: args
+            .join
+            .clone()
+            .map(|server| skiff_node::server::JoinConfig {
+                server,
+                token: args.token.clone().unwrap_or_default(),
+            }),
     };
     let server = Server::start(cfg).await?;
     server

@@ -59,6 +59,27 @@ pub struct ServerConfig {
     /// The agent's log endpoint (default: the API's address, any port).
     pub kubelet_listen: Option<SocketAddr>,
     pub controllers: controllers::Settings,
+    /// Join the control plane of an existing member (`skiff server --join
+    /// URL --token T`) instead of starting a new cluster: only the first
+    /// start does it, later starts find the member in their store.
+    pub join: Option<JoinConfig>,
+}
+
+/// Where and how a new control-plane member joins.
+#[derive(Clone)]
+pub struct JoinConfig {
+    /// `https://host:port` of any member's Kubernetes API.
+    pub server: String,
+    /// That cluster's server token (`DIR/pki/server.token`).
+    pub token: String,
+}
+
+impl std::fmt::Debug for JoinConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JoinConfig")
+            .field("server", &self.server)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ServerConfig {
@@ -77,6 +98,7 @@ impl ServerConfig {
             agent: true,
             kubelet_listen: None,
             controllers: controllers::Settings::default(),
+            join: None,
         }
     }
 
@@ -150,6 +172,26 @@ impl Server {
             cfg.store.client_urls = Vec::new();
         }
         let data_dir = cfg.store.data_dir.clone();
+        if let Some(j) = &cfg.join
+            && !data_dir.join("store").exists()
+        {
+            if !cfg.store.initial_cluster.is_empty() {
+                bail!(
+                    "--join and --initial-cluster do not go together: the cluster says who its members are"
+                );
+            }
+            let joined = crate::join::join_server(
+                &j.server,
+                &j.token,
+                &cfg.store.name,
+                &cfg.store.advertise(),
+                &data_dir,
+            )
+            .await?;
+            cfg.store.cluster_state = consensus::ClusterState::Existing;
+            cfg.store.initial_cluster = joined.initial_cluster;
+            cfg.store.ca_from = Some(joined.ca_dir);
+        }
         let store = Store::start(cfg.store.clone(), tokio::runtime::Handle::current())
             .with_context(|| format!("starting the store in {}", data_dir.display()))?;
         tracing::info!(
@@ -160,6 +202,9 @@ impl Server {
             "skiff store member started"
         );
         let (stop_tx, stop_rx) = watch::channel(false);
+        if cfg.join.is_some() {
+            tokio::spawn(promote_when_caught_up(store.clone(), stop_rx.clone()));
+        }
         let etcd_task = match etcd_listener {
             Some(listener) => Some(spawn_etcd(&store, listener, tls, stop_rx.clone())?),
             None => None,
@@ -297,6 +342,41 @@ impl Server {
             bail!("the Kubernetes API stopped");
         }
         r
+    }
+}
+
+/// A member that joined as a learner becomes a voter once it has caught up
+/// with the leader (it has applied all it knows to be committed), so that
+/// a member still copying the snapshot never counts toward the quorum.
+async fn promote_when_caught_up(store: Store, mut stop: watch::Receiver<bool>) {
+    let me = store.identity().member_id;
+    loop {
+        let learner = store
+            .members()
+            .iter()
+            .find(|m| m.id == me)
+            .map(|m| m.is_learner);
+        match learner {
+            Some(false) => return,
+            Some(true) => {
+                let st = store.raft_status();
+                if st.leader != 0 && st.commit > 0 && st.applied >= st.commit {
+                    match store.member_promote(me).await {
+                        Ok(_) => {
+                            tracing::info!(member = format!("{me:x}"), "promoted to voter");
+                            return;
+                        }
+                        Err(e) => tracing::debug!("promoting this member: {e}"),
+                    }
+                }
+            }
+            // The member table arrives with the leader's snapshot.
+            None => {}
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
     }
 }
 

@@ -8,6 +8,7 @@
 //! store revision.
 
 pub mod auth;
+mod bootstrap;
 mod discovery;
 mod handlers;
 pub mod join;
@@ -101,13 +102,26 @@ impl ApiServer {
     pub async fn new(store: consensus::Store, cfg: &ApiConfig) -> anyhow::Result<Arc<ApiServer>> {
         validate::set_default_toleration_seconds(cfg.default_toleration_seconds);
         let pki = cfg.data_dir.join("pki");
-        let sealer = seal::Sealer::load_or_create(&pki).map_err(anyhow::Error::msg)?;
-        let auth = Authenticator::load_or_create(&cfg.data_dir, store.tls())?;
         let ca_pem = store
             .tls()
             .map(|t| t.ca_pem.clone())
             .ok_or_else(|| anyhow::anyhow!("no certificates"))?;
-        let join = join::JoinTokens::load_or_create(&pki, &ca_pem)?;
+        // Every member serves with the cluster's keys and tokens: adopt
+        // them if a member published them, else publish this one's.
+        let adopted = bootstrap::adopt(&store, &pki).await?;
+        let load = || -> anyhow::Result<_> {
+            Ok((
+                seal::Sealer::load_or_create(&pki).map_err(anyhow::Error::msg)?,
+                Authenticator::load_or_create(&cfg.data_dir, store.tls())?,
+                join::JoinTokens::load_or_create(&pki, &ca_pem)?,
+            ))
+        };
+        let (mut sealer, mut auth, mut join) = load()?;
+        if !adopted && !bootstrap::publish(&store, &pki).await? {
+            // Another member published first.
+            bootstrap::adopt(&store, &pki).await?;
+            (sealer, auth, join) = load()?;
+        }
         let kubelet = logs::KubeletClient::new(&pki)
             .inspect_err(|e| {
                 tracing::warn!("no client certificate for the nodes' log endpoints: {e:#}")
@@ -217,7 +231,8 @@ impl ApiServer {
                     self.ca_pem.clone(),
                 );
             }
-            (&Method::POST, "/skiff/v1/join") => {
+            (&Method::POST, path @ ("/skiff/v1/join" | "/skiff/v1/join-server")) => {
+                let server = path.ends_with("-server");
                 let body = match http_body_util::Limited::new(req.into_body(), 64 * 1024)
                     .collect()
                     .await
@@ -227,7 +242,12 @@ impl ApiServer {
                         return error(&ApiError::bad_request("join request: unreadable body"));
                     }
                 };
-                return match self.join.join(&body) {
+                let answer = if server {
+                    self.join.join_server(&body, self.objects.store()).await
+                } else {
+                    self.join.join(&body)
+                };
+                return match answer {
                     Ok(v) => join::ok(&v),
                     Err(e) => error(&e),
                 };

@@ -61,24 +61,7 @@ impl Member {
     }
 
     pub fn start(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.with_extension("log"))
-            .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_skiff"))
-            .args(["server", "--data-dir"])
-            .arg(&self.dir)
-            .args(["--name", &self.name])
-            .args(["--etcd-listen", &self.endpoint()])
-            .args(["--peer-listen", &self.peer()])
-            .args(["--api-listen", &format!("127.0.0.1:{}", self.api_port)])
-            .args(&self.extra)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn skiff");
-        self.child = Some(child);
+        self.start_with_env(&[]);
     }
 
     pub fn kill9(&mut self) {
