@@ -266,6 +266,37 @@ async fn skiff_cli_against_kubectl() {
         "{err}"
     );
 
+    // describe: kubectl's generic layout, the same text as kubectl prints
+    // for a kind it has no describer of its own for.
+    same_as_kubectl(&m, &["describe", "runtimeclass", "wasm"]);
+    // Any kind: every field, then the Events about the object.
+    let out = skiff_ok(&m, &["describe", "deploy", "web", "-n", "shop"], None);
+    let lines: Vec<String> = out
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    for line in [
+        "Name: web",
+        "Namespace: shop",
+        "Labels: app=web",
+        "API Version: apps/v1",
+        "Kind: Deployment",
+        "Replicas: 2",
+        "Events:",
+    ] {
+        assert!(lines.iter().any(|l| l == line), "{line:?} in\n{out}");
+    }
+    assert!(
+        out.contains("ScalingReplicaSet") && !out.contains("last-applied-configuration"),
+        "{out}"
+    );
+    let (ok, _, err) = skiff(&m, &["describe", "deploy", "nope", "-n", "shop"], None);
+    assert!(!ok, "{err}");
+    assert_eq!(
+        err,
+        "Error from server (NotFound): deployments.apps \"nope\" not found\n"
+    );
+
     // scale: the scale subresource, seen by kubectl.
     assert_eq!(
         skiff_ok(

@@ -258,6 +258,9 @@ async fn etcdctl_kv_txn_watch_lease_member_snapshot() {
     let mut r = Member::new(tmp.path(), "restored");
     r.start();
     r.wait_ready(READY).await;
+    // Its API server starts too: the old cluster's sealed bootstrap record
+    // does not open with the new CA and is replaced.
+    r.wait_api(READY).await;
     assert_eq!(
         etcdctl_ok(&r.endpoint(), &["get", "--prefix", "/app/"]),
         "/app/a\n99\n/app/b\n3\n"

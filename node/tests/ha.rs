@@ -112,6 +112,31 @@ async fn servers_join_the_control_plane_and_survive_a_lost_member() {
     // rest) is read through another.
     kubectl_ok(&first, &["create", "serviceaccount", "bot"], None);
     let token = kubectl_ok(&first, &["create", "token", "bot"], None);
+    // kubectl auth whoami: the SelfSubjectReview of each credential.
+    let me = kubectl_ok(
+        &joined[1],
+        &[
+            "auth",
+            "whoami",
+            "-o",
+            "jsonpath={.status.userInfo.username}",
+        ],
+        None,
+    );
+    assert_eq!(me, "admin");
+    let me = kubectl_ok(
+        &joined[1],
+        &[
+            "--token",
+            token.trim(),
+            "auth",
+            "whoami",
+            "-o",
+            "jsonpath={.status.userInfo.username}",
+        ],
+        None,
+    );
+    assert_eq!(me, "system:serviceaccount:default:bot");
     // Authenticated there as the account (RBAC grants it nothing).
     let (ok, _, err) = kubectl(&joined[1], &["--token", token.trim(), "get", "pods"], None);
     assert!(

@@ -11,6 +11,11 @@
 //! AES-256-GCM under a key derived from the cluster CA's private key, which
 //! only members hold: someone who reads the store (a backup, `etcdctl
 //! get`) learns nothing from it.
+//!
+//! A record that does not open with this cluster's CA key was sealed by
+//! another cluster: the store was restored from that cluster's snapshot
+//! into a new one (with a new CA). It is replaced by this member's files,
+//! as the first start of a new cluster would have written them.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -49,9 +54,20 @@ fn cipher(pki: &Path) -> Result<LessSafeKey> {
     ))
 }
 
-/// Writes the cluster's shared files into `pki` if the store has them;
-/// false if no member has published them yet.
-pub async fn adopt(store: &Store, pki: &Path) -> Result<bool> {
+/// What the store holds under [`KEY`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum Record {
+    /// Nothing yet: this member may publish.
+    Absent,
+    /// This cluster's record, now written into `pki`.
+    Adopted,
+    /// A record sealed by another cluster's CA, last written at this
+    /// revision.
+    Foreign(i64),
+}
+
+/// Writes the cluster's shared files into `pki` if the store has them.
+pub async fn adopt(store: &Store, pki: &Path) -> Result<Record> {
     let r = store
         .range(RangeRequest {
             key: KEY.to_vec(),
@@ -59,7 +75,7 @@ pub async fn adopt(store: &Store, pki: &Path) -> Result<bool> {
         })
         .await?;
     let Some(kv) = r.kvs.first() else {
-        return Ok(false);
+        return Ok(Record::Absent);
     };
     let sealed = &kv.value;
     if sealed.len() < NONCE_LEN {
@@ -67,19 +83,17 @@ pub async fn adopt(store: &Store, pki: &Path) -> Result<bool> {
     }
     let (nonce, data) = sealed.split_at(NONCE_LEN);
     let mut buf = data.to_vec();
-    let plain = cipher(pki)?
-        .open_in_place(
-            Nonce::try_assume_unique_for_key(nonce).expect("nonce length"),
-            Aad::from(KEY),
-            &mut buf,
-        )
-        .map_err(|_| {
-            anyhow::anyhow!(
-                "the cluster's bootstrap record does not open with this member's CA key: \
-                 is {} the cluster's CA?",
-                pki.join("ca.key").display()
-            )
-        })?;
+    let Ok(plain) = cipher(pki)?.open_in_place(
+        Nonce::try_assume_unique_for_key(nonce).expect("nonce length"),
+        Aad::from(KEY),
+        &mut buf,
+    ) else {
+        tracing::warn!(
+            "the store's bootstrap record was sealed by another cluster's CA (a restored \
+             snapshot?): replacing it with this member's keys and tokens"
+        );
+        return Ok(Record::Foreign(kv.mod_revision));
+    };
     let files: BTreeMap<String, String> =
         serde_json::from_slice(plain).context("the cluster's bootstrap record")?;
     for f in FILES {
@@ -90,12 +104,17 @@ pub async fn adopt(store: &Store, pki: &Path) -> Result<bool> {
             tracing::info!(file = %path.display(), "adopted the cluster's copy");
         }
     }
-    Ok(true)
+    Ok(Record::Adopted)
 }
 
-/// Publishes this member's shared files unless a member did first; false
-/// if one did (the caller adopts theirs).
-pub async fn publish(store: &Store, pki: &Path) -> Result<bool> {
+/// Publishes this member's shared files over what `found` found (absent,
+/// or another cluster's record); false if the record changed meanwhile (a
+/// member published first: the caller adopts theirs).
+pub async fn publish(store: &Store, pki: &Path, found: &Record) -> Result<bool> {
+    let (target, at) = match found {
+        Record::Foreign(rev) => (CompareTarget::Mod, TargetUnion::ModRevision(*rev)),
+        _ => (CompareTarget::Create, TargetUnion::CreateRevision(0)),
+    };
     let mut files = BTreeMap::new();
     for f in FILES {
         let path = pki.join(f);
@@ -121,9 +140,9 @@ pub async fn publish(store: &Store, pki: &Path) -> Result<bool> {
         .txn(TxnRequest {
             compare: vec![Compare {
                 key: KEY.to_vec(),
-                target: CompareTarget::Create as i32,
+                target: target as i32,
                 result: CompareResult::Equal as i32,
-                target_union: Some(TargetUnion::CreateRevision(0)),
+                target_union: Some(at),
                 ..Default::default()
             }],
             success: vec![RequestOp {

@@ -146,7 +146,10 @@ pub fn openapi_v3(path: &str) -> Option<Value> {
         .iter()
         .filter(|r| r.group == group && r.version == version)
         .collect();
-    if rs.is_empty() && group != super::resources::AUTHZ_GROUP {
+    if rs.is_empty()
+        && group != super::resources::AUTHZ_GROUP
+        && group != super::resources::AUTHN_GROUP
+    {
         return None;
     }
     if group == CRD_GROUP && version == "v1" {

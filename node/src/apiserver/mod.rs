@@ -22,7 +22,7 @@ pub mod resources;
 mod seal;
 pub mod status;
 mod storage;
-mod table;
+pub mod table;
 mod validate;
 mod watch;
 
@@ -40,6 +40,7 @@ use serde_json::Value;
 use tokio::net::TcpListener;
 
 use self::auth::{Authenticator, User};
+pub use self::handlers::parse_rfc3339;
 use self::status::ApiError;
 use self::storage::Objects;
 
@@ -108,7 +109,7 @@ impl ApiServer {
             .ok_or_else(|| anyhow::anyhow!("no certificates"))?;
         // Every member serves with the cluster's keys and tokens: adopt
         // them if a member published them, else publish this one's.
-        let adopted = bootstrap::adopt(&store, &pki).await?;
+        let found = bootstrap::adopt(&store, &pki).await?;
         let load = || -> anyhow::Result<_> {
             Ok((
                 seal::Sealer::load_or_create(&pki).map_err(anyhow::Error::msg)?,
@@ -117,7 +118,7 @@ impl ApiServer {
             ))
         };
         let (mut sealer, mut auth, mut join) = load()?;
-        if !adopted && !bootstrap::publish(&store, &pki).await? {
+        if found != bootstrap::Record::Adopted && !bootstrap::publish(&store, &pki, &found).await? {
             // Another member published first.
             bootstrap::adopt(&store, &pki).await?;
             (sealer, auth, join) = load()?;
@@ -343,6 +344,21 @@ impl ApiServer {
                 "selfsubjectaccessreviews",
             ] if req.method() == Method::POST => {
                 handlers::self_subject_access_review(&self.objects, req, user).await
+            }
+            ["apis", "authentication.k8s.io", "v1", "selfsubjectreviews"]
+                if req.method() == Method::POST =>
+            {
+                // Who the caller is, as authentication found: nothing to
+                // authorize (every authenticated user may ask).
+                Ok(json(
+                    StatusCode::CREATED,
+                    &serde_json::json!({
+                        "kind": "SelfSubjectReview",
+                        "apiVersion": "authentication.k8s.io/v1",
+                        "metadata": {"creationTimestamp": null},
+                        "status": {"userInfo": {"username": user.name, "groups": user.groups}},
+                    }),
+                ))
             }
             [
                 "api",

@@ -128,11 +128,14 @@ pub fn groups() -> Vec<(&'static str, &'static str)> {
     }
     // Not stored objects: reviews answered on the spot.
     out.push((AUTHZ_GROUP, "v1"));
+    out.push((AUTHN_GROUP, "v1"));
     out
 }
 
 /// `kubectl auth can-i` posts SelfSubjectAccessReviews here.
 pub const AUTHZ_GROUP: &str = "authorization.k8s.io";
+/// `kubectl auth whoami` posts SelfSubjectReviews here.
+pub const AUTHN_GROUP: &str = "authentication.k8s.io";
 
 /// APIResourceList for one group/version, as `/api/v1` and `/apis/G/V` serve.
 pub fn resource_list(group: &str, version: &str) -> Option<Value> {
@@ -146,6 +149,20 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
                 "singularName": "selfsubjectaccessreview",
                 "namespaced": false,
                 "kind": "SelfSubjectAccessReview",
+                "verbs": ["create"],
+            }],
+        }));
+    }
+    if group == AUTHN_GROUP && version == "v1" {
+        return Some(serde_json::json!({
+            "kind": "APIResourceList",
+            "apiVersion": "v1",
+            "groupVersion": "authentication.k8s.io/v1",
+            "resources": [{
+                "name": "selfsubjectreviews",
+                "singularName": "selfsubjectreview",
+                "namespaced": false,
+                "kind": "SelfSubjectReview",
                 "verbs": ["create"],
             }],
         }));

@@ -1,5 +1,5 @@
-//! The kubectl-like client commands of `skiff` (`get`, `apply`, `delete`,
-//! `scale`, `rollout`, `completion`).
+//! The kubectl-like client commands of `skiff` (`get`, `describe`,
+//! `apply`, `delete`, `scale`, `rollout`, `completion`).
 //!
 //! They use the SDK's client, the one applications use: the kubeconfig
 //! names the server and the credentials, discovery maps `po`, `deploy` or a
@@ -8,6 +8,7 @@
 
 mod apply;
 mod delete;
+mod describe;
 mod get;
 mod manifest;
 mod print;
@@ -28,6 +29,8 @@ use skiff_sdk::client::{self, Client};
 pub enum Command {
     /// Display one or many resources, as `kubectl get` does.
     Get(get::GetArgs),
+    /// Show every field of objects and the Events about them.
+    Describe(describe::DescribeArgs),
     /// Create or update resources from manifests (client-side apply).
     Apply(apply::ApplyArgs),
     /// Delete resources by type and name, by manifest or by label.
@@ -84,6 +87,7 @@ pub fn run(cmd: Command, root: impl FnOnce() -> clap::Command) -> ExitCode {
     let r = rt.block_on(async move {
         match cmd {
             Command::Get(a) => get::run(a).await,
+            Command::Describe(a) => describe::run(a).await,
             Command::Apply(a) => apply::run(a).await,
             Command::Delete(a) => delete::run(a).await,
             Command::Scale(a) => delete::scale(a).await,

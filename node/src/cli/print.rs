@@ -128,6 +128,71 @@ pub fn tabulate_padded(lines: &[Vec<String>], padding: usize) -> String {
     out
 }
 
+/// Go's `text/tabwriter` with `minwidth` 0, padding `padding` and spaces
+/// (`NewWriter(out, 0, 8, padding, ' ', 0)`, as kubectl's describers use
+/// it): tab-terminated cells align in columns, a column block being the
+/// consecutive lines that have a cell in that column, so a line without
+/// tabs ends the alignment of the lines before it.
+pub fn tabwriter(text: &str, padding: usize) -> String {
+    let mut lines: Vec<Vec<&str>> = text.split('\n').map(|l| l.split('\t').collect()).collect();
+    let complete = text.ends_with('\n');
+    if complete {
+        lines.pop();
+    }
+    let mut out = String::with_capacity(text.len() * 2);
+    let mut widths = Vec::new();
+    tab_format(&mut out, &lines, &mut widths, 0, lines.len(), padding);
+    if !complete && out.ends_with('\n') {
+        out.pop();
+    }
+    out
+}
+
+fn tab_format(
+    out: &mut String,
+    lines: &[Vec<&str>],
+    widths: &mut Vec<usize>,
+    mut line0: usize,
+    line1: usize,
+    padding: usize,
+) {
+    let column = widths.len();
+    let mut this = line0;
+    while this < line1 {
+        if column + 1 >= lines[this].len() {
+            this += 1;
+            continue;
+        }
+        tab_lines(out, lines, widths, line0, this);
+        line0 = this;
+        let mut width = 0;
+        while this < line1 && column + 1 < lines[this].len() {
+            width = width.max(lines[this][column].chars().count() + padding);
+            this += 1;
+        }
+        widths.push(width);
+        tab_format(out, lines, widths, line0, this, padding);
+        widths.pop();
+        line0 = this;
+    }
+    tab_lines(out, lines, widths, line0, line1);
+}
+
+fn tab_lines(out: &mut String, lines: &[Vec<&str>], widths: &[usize], from: usize, to: usize) {
+    for line in &lines[from..to] {
+        for (j, cell) in line.iter().enumerate() {
+            out.push_str(cell);
+            if let Some(w) = widths.get(j) {
+                out.extend(std::iter::repeat_n(
+                    ' ',
+                    w.saturating_sub(cell.chars().count()),
+                ));
+            }
+        }
+        out.push('\n');
+    }
+}
+
 /// `kubectl -o json`: four-space indentation.
 pub fn json(v: &Value) -> String {
     use serde::Serialize;
