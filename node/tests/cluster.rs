@@ -17,37 +17,11 @@ use consensus::pb::etcdserverpb::{
 const READY: Duration = Duration::from_secs(30);
 
 fn three(tmp: &std::path::Path) -> Vec<Member> {
-    let mut ms: Vec<Member> = ["n1", "n2", "n3"]
-        .iter()
-        .map(|n| Member::new(tmp, n))
-        .collect();
-    let initial = ms
-        .iter()
-        .map(|m| format!("{}={}", m.name, m.peer()))
-        .collect::<Vec<_>>()
-        .join(",");
-    let ca = ms[0].dir.join("pki");
-    for (i, m) in ms.iter_mut().enumerate() {
-        m.extra = vec!["--initial-cluster".into(), initial.clone()];
-        if i > 0 {
-            m.extra
-                .extend(["--ca-from".into(), ca.display().to_string()]);
-        }
-    }
-    ms
+    common::initial_cluster(tmp, &["n1", "n2", "n3"], &[])
 }
 
 async fn start_three(ms: &mut [Member]) -> u64 {
-    ms[0].start();
-    // The first member writes the cluster CA the others are issued from.
-    for _ in 0..100 {
-        if ms[0].dir.join("pki/ca.key").exists() && ms[0].dir.join("pki/node.key").exists() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    ms[1].start();
-    ms[2].start();
+    common::start_initial_cluster(ms).await;
     let mut leader = 0;
     for m in ms.iter() {
         leader = m.wait_ready(READY).await.1;

@@ -186,7 +186,7 @@ async fn servers_join_the_control_plane_and_survive_a_lost_member() {
             None,
         ) {
             (true, _, _) => Ok(()),
-            (false, out, err) if err.contains("AlreadyExists") => Ok(drop(out)),
+            (false, _, err) if err.contains("AlreadyExists") => Ok(()),
             (false, out, err) => Err(format!("{out}{err}")),
         },
     )
@@ -205,36 +205,8 @@ async fn servers_join_the_control_plane_and_survive_a_lost_member() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn initial_cluster_members_share_one_set_of_api_secrets() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut ms: Vec<Member> = ["i1", "i2", "i3"]
-        .iter()
-        .map(|n| Member::new(tmp.path(), n))
-        .collect();
-    let initial = ms
-        .iter()
-        .map(|m| format!("{}={}", m.name, m.peer()))
-        .collect::<Vec<_>>()
-        .join(",");
-    let ca = ms[0].dir.join("pki");
-    for (i, m) in ms.iter_mut().enumerate() {
-        m.extra = ["--initial-cluster", &initial, "--disable-agent"]
-            .map(String::from)
-            .to_vec();
-        if i > 0 {
-            m.extra
-                .extend(["--ca-from".into(), ca.display().to_string()]);
-        }
-    }
-    ms[0].start();
-    wait_for("the first member's CA", READY, || {
-        if ca.join("ca.key").exists() && ca.join("node.key").exists() {
-            Ok(())
-        } else {
-            Err("not yet".into())
-        }
-    })
-    .await;
-    ms[1].start();
-    ms[2].start();
+    let mut ms = common::initial_cluster(tmp.path(), &["i1", "i2", "i3"], &["--disable-agent"]);
+    common::start_initial_cluster(&mut ms).await;
     for m in &ms {
         m.wait_api(READY).await;
     }

@@ -12,58 +12,7 @@ use common::{Member, kubectl, kubectl_ok};
 
 const READY: Duration = Duration::from_secs(30);
 
-const APP: &str = r#"
-apiVersion: v1
-kind: Namespace
-metadata:
-  name: shop
----
-apiVersion: v1
-kind: ConfigMap
-metadata:
-  name: settings
-  namespace: shop
-data:
-  color: blue
----
-apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: web
-  namespace: shop
-  labels:
-    app: web
-spec:
-  replicas: 2
-  selector:
-    matchLabels:
-      app: web
-  template:
-    metadata:
-      labels:
-        app: web
-    spec:
-      containers:
-      - name: web
-        image: registry.local/hello:v1
-        ports:
-        - containerPort: 8080
-        env:
-        - name: COLOR
-          value: blue
----
-apiVersion: v1
-kind: Service
-metadata:
-  name: web
-  namespace: shop
-spec:
-  selector:
-    app: web
-  ports:
-  - port: 80
-    targetPort: 8080
-"#;
+const APP: &str = include_str!("data/shop.yaml");
 
 async fn start(tmp: &std::path::Path) -> Member {
     let mut m = Member::new(tmp, "k");
@@ -92,6 +41,7 @@ async fn kubectl_apply_get_scale_delete_watch() {
             "namespace/shop created",
             "configmap/settings created",
             "deployment.apps/web created",
+            "deployment.apps/zero created",
             "service/web created"
         ],
     );
@@ -183,7 +133,9 @@ async fn kubectl_apply_get_scale_delete_watch() {
             "pod/web-",
             "service/web",
             "deployment.apps/web",
-            "replicaset.apps/web-"
+            "replicaset.apps/web-",
+            "deployment.apps/zero",
+            "replicaset.apps/zero-"
         ]
         .iter()
         .any(|p| n.starts_with(p))),

@@ -559,6 +559,82 @@ async fn kubectl_logs_reads_the_agent_of_the_pods_node() {
         Some((admin.0.as_path(), admin.1.as_path())),
     );
     assert_eq!((code, body.as_str()), (200, "i am a\n"));
+    // A node is kept to its own objects (Kubernetes' Node authorizer), as
+    // the joined agent's own certificate: its Node is its to label,
+    // another's is not; the status of a pod on another node is not its to
+    // write; a Secret is its to read only if a pod bound to it uses it.
+    let home = tmp.path().join("node-home");
+    let as_node = |args: &[&str]| {
+        let mut cmd = Command::new("kubectl");
+        cmd.env("KUBECONFIG", "/dev/null")
+            .env("HOME", &home)
+            .arg(format!("--server=https://127.0.0.1:{}", m.api_port))
+            .arg(format!("--certificate-authority={}", ca.display()))
+            .arg(format!("--client-certificate={}", node_cert.0.display()))
+            .arg(format!("--client-key={}", node_cert.1.display()))
+            .args(args);
+        common::run(cmd, None)
+    };
+    let (ok, _, err) = as_node(&["label", "node", AGENT_NODE, "checked=yes"]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = as_node(&["label", "node", QUIC_NODE, "checked=yes"]);
+    assert!(
+        !ok && err.contains("node 'logs-agent' cannot modify node 'logs-quic'"),
+        "{err}"
+    );
+    // (kubectl patch would first GET pods/status, which the node role does
+    // not grant, as in Kubernetes: the PATCH goes alone.)
+    let mut patch = Command::new("curl");
+    patch
+        .args(["-sS", "--max-time", "5", "-w", "\n%{http_code}", "--cacert"])
+        .arg(&ca)
+        .arg("--cert")
+        .arg(&node_cert.0)
+        .arg("--key")
+        .arg(&node_cert.1)
+        .args([
+            "-X",
+            "PATCH",
+            "-H",
+            "Content-Type: application/merge-patch+json",
+        ])
+        .args(["-d", r#"{"status":{"message":"not yours"}}"#])
+        .arg(format!(
+            "https://127.0.0.1:{}/api/v1/namespaces/default/pods/quiet/status",
+            m.api_port
+        ));
+    let (_, out, _) = common::run(patch, None);
+    assert!(
+        out.ends_with("\n403") && out.contains("can only change pods bound to it"),
+        "{out}"
+    );
+    for name in ["used", "unused"] {
+        kubectl_ok(
+            &m,
+            &["create", "secret", "generic", name, "--from-literal=k=v"],
+            None,
+        );
+    }
+    let uses = pod(
+        "uses-secret",
+        AGENT_NODE,
+        "Never",
+        json!([{
+            "name": "c", "image": job, "args": ["echo", "hi"],
+            "env": [{"name": "K", "valueFrom": {"secretKeyRef": {"name": "used", "key": "k"}}}],
+        }]),
+    );
+    kubectl_ok(&m, &["apply", "-f", "-"], Some(&uses.to_string()));
+    let (ok, out, err) = as_node(&["get", "secret", "used", "-o", "jsonpath={.data.k}"]);
+    assert_eq!((ok, out.as_str()), (true, "dg=="), "{err}");
+    let (ok, _, err) = as_node(&["get", "secret", "unused"]);
+    assert!(
+        !ok && err.contains("no relationship found between node 'logs-agent' and this object"),
+        "{err}"
+    );
+    let (ok, _, err) = as_node(&["get", "secrets"]);
+    assert!(!ok && err.contains("Forbidden"), "{err}");
+
     drop(agent);
     drop(quiet);
     eprintln!("logs test took {:?}", t0.elapsed());

@@ -343,20 +343,10 @@ impl LogServer {
                 },
                 _ = stop.wait_for(|s| *s) => return,
             };
-            let server = self.clone();
-            let user = api_server.clone();
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req| {
-                    let server = server.clone();
-                    let user = user.clone();
-                    async move { Ok::<_, Infallible>(server.handle(req, Some(user)).await) }
-                });
-                if let Err(e) = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(quic::stream_io(send, recv), svc)
-                    .await
-                {
-                    tracing::debug!("log stream: {e}");
-                }
+            let (server, user) = (self.clone(), api_server.clone());
+            quic::spawn_serve(send, recv, "log stream", move |req| {
+                let (server, user) = (server.clone(), user.clone());
+                async move { server.handle(req, Some(user)).await }
             });
         }
     }

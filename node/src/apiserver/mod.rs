@@ -15,6 +15,7 @@ pub mod join;
 mod lifecycle;
 pub mod local;
 pub mod logs;
+mod noderestriction;
 pub mod proto;
 pub mod quic;
 mod rbac;

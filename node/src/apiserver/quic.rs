@@ -13,11 +13,10 @@
 //! behind NAT, or with no port open, still serves `kubectl logs`.
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use skiff_sdk::client::quic::{self as q, stream_io};
+use skiff_sdk::client::quic as q;
 use tokio_rustls::rustls::pki_types::CertificateDer;
 
 use super::ApiServer;
@@ -133,20 +132,10 @@ impl ApiServer {
                 Ok(s) => s,
                 Err(e) => break e,
             };
-            let server = self.clone();
-            let user = user.clone();
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req| {
-                    let server = server.clone();
-                    let user = user.clone();
-                    async move { Ok::<_, Infallible>(server.handle(req, Some(user)).await) }
-                });
-                if let Err(e) = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(stream_io(send, recv), svc)
-                    .await
-                {
-                    tracing::debug!("quic stream: {e}");
-                }
+            let (server, user) = (self.clone(), user.clone());
+            q::spawn_serve(send, recv, "quic stream", move |req| {
+                let (server, user) = (server.clone(), user.clone());
+                async move { server.handle(req, Some(user)).await }
             });
         };
         if let Some(node) = &node {

@@ -35,6 +35,8 @@ pub async fn authorize(
         namespace: t.namespace.as_deref(),
         name: t.name.as_deref(),
     };
+    // A node first: kept to its own objects whatever RBAC grants.
+    super::noderestriction::check(objects, user, &attrs).await?;
     if allowed(objects, user, &attrs).await? {
         return Ok(());
     }

@@ -176,32 +176,15 @@ pub fn describe(obj: &Value, events: Option<&[Value]>) -> String {
 }
 
 fn labels(w: &mut Out, labels: &Value) {
-    w.write(0, "Labels:\t");
-    let map = string_map(labels);
-    if map.is_empty() {
-        w.0.push_str("<none>\n");
-        return;
-    }
-    for (i, (k, v)) in map.iter().enumerate() {
-        if i > 0 {
-            w.write(0, "\t");
-        }
-        w.write(0, &format!("{k}={v}\n"));
-    }
+    multiline(w, "Labels", string_map(labels), |w, k, v| {
+        w.write(0, &format!("{k}={v}\n"))
+    });
 }
 
 fn annotations(w: &mut Out, annotations: &Value) {
-    w.write(0, "Annotations:\t");
     let mut map = string_map(annotations);
     map.remove(LAST_APPLIED);
-    if map.is_empty() {
-        w.0.push_str("<none>\n");
-        return;
-    }
-    for (i, (k, v)) in map.iter().enumerate() {
-        if i > 0 {
-            w.write(0, "\t");
-        }
+    multiline(w, "Annotations", map, |w, k, v| {
         let v = v.strip_suffix('\n').unwrap_or(v);
         if v.len() + k.len() + 2 > MAX_ANNOTATION_LEN || v.contains('\n') {
             w.write(0, &format!("{k}:\n"));
@@ -214,6 +197,27 @@ fn annotations(w: &mut Out, annotations: &Value) {
         } else {
             w.write(0, &format!("{k}: {v}\n"));
         }
+    });
+}
+
+/// kubectl's multi-line maps: `Title:\t<none>`, or the entries one under
+/// the other in the value column.
+fn multiline(
+    w: &mut Out,
+    title: &str,
+    map: BTreeMap<String, String>,
+    entry: impl Fn(&mut Out, &str, &str),
+) {
+    w.write(0, &format!("{title}:\t"));
+    if map.is_empty() {
+        w.0.push_str("<none>\n");
+        return;
+    }
+    for (i, (k, v)) in map.iter().enumerate() {
+        if i > 0 {
+            w.write(0, "\t");
+        }
+        entry(w, k, v);
     }
 }
 

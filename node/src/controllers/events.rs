@@ -13,14 +13,16 @@ use k8s_openapi::{Metadata, Resource};
 use parking_lot::Mutex;
 use skiff_sdk::client::{Api, Client, PatchType};
 
+/// (object uid, reason, message) → the event's name, namespace and count.
+type Seen = HashMap<(String, String, String), (String, String, i32)>;
+
 /// Records events as one component (`deployment-controller`, `kubelet`...).
 #[derive(Clone)]
 pub struct Recorder {
     client: Client,
     component: String,
     host: Option<String>,
-    /// (object uid, reason, message) → the event's name and count.
-    seen: Arc<Mutex<HashMap<(String, String, String), (String, String, i32)>>>,
+    seen: Arc<Mutex<Seen>>,
 }
 
 /// A reference to `obj` for an event's `involvedObject`.

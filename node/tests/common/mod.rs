@@ -286,3 +286,42 @@ pub fn http_get(addr: &str, path: &str) -> Result<String, String> {
     s.read_to_string(&mut out).map_err(|e| e.to_string())?;
     Ok(out)
 }
+
+/// The members `names` of one new cluster bootstrapped together with
+/// `--initial-cluster`, each also given `extra`: the first makes the
+/// cluster CA, the others are issued from it (`--ca-from`).
+pub fn initial_cluster(tmp: &Path, names: &[&str], extra: &[&str]) -> Vec<Member> {
+    let mut ms: Vec<Member> = names.iter().map(|n| Member::new(tmp, n)).collect();
+    let initial = ms
+        .iter()
+        .map(|m| format!("{}={}", m.name, m.peer()))
+        .collect::<Vec<_>>()
+        .join(",");
+    let ca = ms[0].dir.join("pki");
+    for (i, m) in ms.iter_mut().enumerate() {
+        m.extra = vec!["--initial-cluster".into(), initial.clone()];
+        m.extra.extend(extra.iter().map(|e| e.to_string()));
+        if i > 0 {
+            m.extra
+                .extend(["--ca-from".into(), ca.display().to_string()]);
+        }
+    }
+    ms
+}
+
+/// Starts the first member, waits for the CA it writes, then the others.
+pub async fn start_initial_cluster(ms: &mut [Member]) {
+    ms[0].start();
+    let pki = ms[0].dir.join("pki");
+    wait_for("the first member's CA", Duration::from_secs(30), || {
+        if pki.join("ca.key").exists() && pki.join("node.key").exists() {
+            Ok(())
+        } else {
+            Err("not yet".into())
+        }
+    })
+    .await;
+    for m in &mut ms[1..] {
+        m.start();
+    }
+}

@@ -47,6 +47,35 @@ pub fn stream_io(
     TokioIo::new(tokio::io::join(recv, send))
 }
 
+/// Serves the HTTP/1.1 exchanges of one stream the peer opened, on a task
+/// of its own, each request answered by `handle`; `what` names the stream
+/// in the debug log when it fails.
+pub fn spawn_serve<H, Fut, B>(
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    what: &'static str,
+    handle: H,
+) where
+    H: Fn(Request<hyper::body::Incoming>) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Response<B>> + Send + 'static,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    tokio::spawn(async move {
+        let svc = hyper::service::service_fn(move |req| {
+            let answer = handle(req);
+            async move { Ok::<_, std::convert::Infallible>(answer.await) }
+        });
+        if let Err(e) = hyper::server::conn::http1::Builder::new()
+            .serve_connection(stream_io(send, recv), svc)
+            .await
+        {
+            tracing::debug!("{what}: {e}");
+        }
+    });
+}
+
 /// Transport settings both ends use.
 pub fn transport_config() -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();

@@ -119,11 +119,7 @@ pub async fn sync(ctx: &Ctx, key: &str) -> Result<Requeue> {
         return Err(e);
     }
     let min_ready = spec.min_ready_seconds.unwrap_or(0);
-    Ok(mine
-        .iter()
-        .filter(|p| pods::is_ready(p) && !pods::is_available(p, min_ready, now))
-        .filter_map(|p| pods::available_in(p, min_ready, now))
-        .min())
+    Ok(pods::next_available(&mine, min_ready, now))
 }
 
 /// Creates the missing daemon pods and deletes surplus and misplaced ones;

@@ -81,6 +81,19 @@ pub fn available_in(
     (left > 0).then(|| std::time::Duration::from_millis(left as u64))
 }
 
+/// When a workload should look again: the soonest a ready pod of `mine`
+/// that is not yet available becomes available.
+pub fn next_available(
+    mine: &[Arc<Pod>],
+    min_ready_seconds: i32,
+    now: Timestamp,
+) -> Option<std::time::Duration> {
+    mine.iter()
+        .filter(|p| is_ready(p) && !is_available(p, min_ready_seconds, now))
+        .filter_map(|p| available_in(p, min_ready_seconds, now))
+        .min()
+}
+
 fn max_restarts(p: &Pod) -> i32 {
     p.status
         .as_ref()

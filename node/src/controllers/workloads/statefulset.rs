@@ -74,11 +74,7 @@ pub async fn sync(ctx: &Ctx, key: &str) -> Result<Requeue> {
             .await?;
     }
     let min_ready = spec.min_ready_seconds.unwrap_or(0);
-    Ok(mine
-        .iter()
-        .filter(|p| pods::is_ready(p) && !pods::is_available(p, min_ready, now))
-        .filter_map(|p| pods::available_in(p, min_ready, now))
-        .min())
+    Ok(pods::next_available(&mine, min_ready, now))
 }
 
 /// The current revision (what the pods below the partition run) and the
