@@ -365,6 +365,31 @@ async fn kubectl_logs_reads_the_agent_of_the_pods_node() {
     .await;
     assert_eq!(logs(&m, &["two", "-c", "b"]).unwrap(), "i am b\n");
     assert_eq!(logs(&m, &["two"]).unwrap(), "i am a\n");
+    // skiff logs prints what kubectl logs prints, on both streams: the
+    // log, the container kubectl picks and says it picked, the errors.
+    let skiff_logs = |args: &[&str]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_skiff"));
+        c.arg("logs")
+            .args(args)
+            .env("KUBECONFIG", m.dir.join("kubeconfig.yaml"));
+        common::run(c, None)
+    };
+    for args in [
+        &["two", "-c", "b"][..],
+        &["two"],
+        &["pod/two", "--tail=1", "-f"],
+        &["nope"],
+        &["two", "-c", "nope"],
+    ] {
+        let mut k = vec!["logs"];
+        k.extend_from_slice(args);
+        assert_eq!(skiff_logs(args), kubectl(&m, &k, None), "logs {args:?}");
+    }
+    let (ok, out, err) = skiff_logs(&["quiet", "--tail=1"]);
+    assert!(
+        ok && out.starts_with("tick ") && out.lines().count() == 1,
+        "{out}{err}"
+    );
     let (ok, _, err) = kubectl(
         &m,
         &["get", "--raw", "/api/v1/namespaces/default/pods/two/log"],

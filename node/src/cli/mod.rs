@@ -1,4 +1,4 @@
-//! The kubectl-like client commands of `skiff` (`get`, `describe`,
+//! The kubectl-like client commands of `skiff` (`get`, `describe`, `logs`,
 //! `apply`, `delete`, `scale`, `rollout`, `completion`).
 //!
 //! They use the SDK's client, the one applications use: the kubeconfig
@@ -10,6 +10,7 @@ mod apply;
 mod delete;
 mod describe;
 mod get;
+mod logs;
 mod manifest;
 mod print;
 mod rollout;
@@ -31,6 +32,8 @@ pub enum Command {
     Get(get::GetArgs),
     /// Show every field of objects and the Events about them.
     Describe(describe::DescribeArgs),
+    /// Print (or follow) a container's log.
+    Logs(logs::LogsArgs),
     /// Create or update resources from manifests (client-side apply).
     Apply(apply::ApplyArgs),
     /// Delete resources by type and name, by manifest or by label.
@@ -88,6 +91,7 @@ pub fn run(cmd: Command, root: impl FnOnce() -> clap::Command) -> ExitCode {
         match cmd {
             Command::Get(a) => get::run(a).await,
             Command::Describe(a) => describe::run(a).await,
+            Command::Logs(a) => logs::run(a).await,
             Command::Apply(a) => apply::run(a).await,
             Command::Delete(a) => delete::run(a).await,
             Command::Scale(a) => delete::scale(a).await,
