@@ -52,6 +52,14 @@ impl Agent {
 
 impl Drop for Agent {
     fn drop(&mut self) {
+        if let Some(c) = self.child.as_mut()
+            && let Ok(Some(status)) = c.try_wait()
+        {
+            eprintln!(
+                "skiff agent {} had exited early: {status}",
+                self.log.display()
+            );
+        }
         self.kill9();
     }
 }

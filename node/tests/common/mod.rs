@@ -102,6 +102,22 @@ impl Member {
 
 impl Drop for Member {
     fn drop(&mut self) {
+        // A member that died before the test let it go is the first thing
+        // to know when a test fails: say how it ended.
+        if let Some(c) = self.child.as_mut()
+            && let Ok(Some(status)) = c.try_wait()
+        {
+            eprintln!(
+                "skiff server {} had exited before the test ended: {status}",
+                self.name
+            );
+        }
+        if std::thread::panicking() {
+            let log = self.log();
+            let tail: Vec<&str> = log.lines().rev().take(30).collect();
+            eprintln!("--- last lines of {}'s log:", self.name);
+            tail.iter().rev().for_each(|l| eprintln!("{l}"));
+        }
         self.kill9();
     }
 }
