@@ -76,6 +76,7 @@ pub struct Report {
     pub density_instances: usize,
     pub density_bytes_each: f64,
     pub runc: Result<Series, String>,
+    pub runc_http: Result<Series, String>,
 }
 
 fn rss() -> u64 {
@@ -232,6 +233,7 @@ pub async fn run(opts: &Options) -> Result<Report, String> {
     drop(rt);
 
     let runc = runc_runs(opts.runc_runs);
+    let runc_http = runc_http_runs(opts.runc_runs);
     Ok(Report {
         instantiate,
         cold_cached: Series(cold_cached),
@@ -242,6 +244,7 @@ pub async fn run(opts: &Options) -> Result<Report, String> {
         density_instances,
         density_bytes_each,
         runc,
+        runc_http,
     })
 }
 
@@ -301,20 +304,24 @@ async fn requests_per_second(
 
 /// `runc run` of a busybox `true` in a bundle built by hand, timed from
 /// spawn to exit.
-fn runc_runs(n: usize) -> Result<Series, String> {
+/// A runc bundle under `dir` whose root holds a static busybox, running
+/// `args`; with `host_network` it stays in the host's network namespace
+/// (so that a server in it can be reached on loopback).
+fn runc_bundle(dir: &Path, args: &[&str], host_network: bool) -> Result<PathBuf, String> {
     let busybox = ["/bin/busybox", "/usr/bin/busybox"]
         .into_iter()
         .find(|p| Path::new(p).exists())
         .ok_or("busybox is not installed (apt-get install busybox-static)")?;
-    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let bundle = dir.path().join("bundle");
+    let bundle = dir.join("bundle");
     let bin = bundle.join("rootfs/bin");
     std::fs::create_dir_all(&bin).map_err(|e| e.to_string())?;
     std::fs::copy(busybox, bin.join("busybox")).map_err(|e| e.to_string())?;
-    for applet in ["sh", "true"] {
+    for applet in ["sh", "true", "httpd"] {
         std::os::unix::fs::symlink("busybox", bin.join(applet)).map_err(|e| e.to_string())?;
     }
-    let state = dir.path().join("state");
+    let www = bundle.join("rootfs/www");
+    std::fs::create_dir_all(&www).map_err(|e| e.to_string())?;
+    std::fs::write(www.join("index.html"), "Hello from skiff\n").map_err(|e| e.to_string())?;
     let out = Command::new("runc")
         .arg("spec")
         .current_dir(&bundle)
@@ -331,19 +338,34 @@ fn runc_runs(n: usize) -> Result<Series, String> {
         serde_json::from_slice(&std::fs::read(&cfg_path).map_err(|e| e.to_string())?)
             .map_err(|e| e.to_string())?;
     cfg["process"]["terminal"] = false.into();
-    cfg["process"]["args"] = serde_json::json!(["/bin/true"]);
+    cfg["process"]["args"] = serde_json::json!(args);
+    if host_network && let Some(ns) = cfg["linux"]["namespaces"].as_array_mut() {
+        ns.retain(|n| n["type"] != "network");
+    }
     std::fs::write(
         &cfg_path,
         serde_json::to_vec(&cfg).map_err(|e| e.to_string())?,
     )
     .map_err(|e| e.to_string())?;
+    Ok(bundle)
+}
+
+fn runc(state: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new("runc");
+    c.arg("--root").arg(state).args(args);
+    c
+}
+
+/// `runc run` of `/bin/true`, spawn to exit: the least a container start
+/// costs.
+fn runc_runs(n: usize) -> Result<Series, String> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let bundle = runc_bundle(dir.path(), &["/bin/true"], false)?;
+    let state = dir.path().join("state");
     let mut times = Vec::new();
     for i in 0..n {
         let t = Instant::now();
-        let out = Command::new("runc")
-            .arg("--root")
-            .arg(&state)
-            .args(["run", "--bundle"])
+        let out = runc(&state, &["run", "--bundle"])
             .arg(&bundle)
             .arg(format!("skiff-bench-{}-{i}", std::process::id()))
             .output()
@@ -357,6 +379,71 @@ fn runc_runs(n: usize) -> Result<Series, String> {
             ));
         }
         times.push(took);
+    }
+    Ok(Series(times))
+}
+
+/// The same start as the wasm HTTP cold start, for a container: `runc run`
+/// of busybox httpd (host network, loopback) to its first complete 200
+/// response, polling the port every 100 µs; then the container is killed.
+fn runc_http_runs(n: usize) -> Result<Series, String> {
+    use std::io::{Read, Write};
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| e.to_string())?
+        .port();
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let listen = format!("127.0.0.1:{port}");
+    let bundle = runc_bundle(
+        dir.path(),
+        &["/bin/httpd", "-f", "-p", &listen, "-h", "/www"],
+        true,
+    )?;
+    let state = dir.path().join("state");
+    let get = || -> Option<bool> {
+        let mut s = std::net::TcpStream::connect(&listen).ok()?;
+        s.write_all(b"GET /index.html HTTP/1.0\r\nHost: bench\r\n\r\n")
+            .ok()?;
+        let mut resp = Vec::new();
+        s.read_to_end(&mut resp).ok()?;
+        let status_ok = resp.starts_with(b"HTTP/1.") && resp.get(8..13) == Some(b" 200 ");
+        Some(status_ok && resp.ends_with(b"Hello from skiff\n"))
+    };
+    let mut times = Vec::new();
+    for i in 0..n {
+        let name = format!("skiff-bench-http-{}-{i}", std::process::id());
+        let t = Instant::now();
+        let mut child = runc(&state, &["run", "--bundle"])
+            .arg(&bundle)
+            .arg(&name)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("runc run: {e}"))?;
+        let answered = loop {
+            match get() {
+                Some(true) => break Ok(t.elapsed()),
+                Some(false) => {
+                    break Err("busybox httpd answered, but not 200 with the page".into());
+                }
+                None => {}
+            }
+            if let Ok(Some(st)) = child.try_wait() {
+                let mut err = String::new();
+                if let Some(mut e) = child.stderr.take() {
+                    let _ = e.read_to_string(&mut err);
+                }
+                break Err(format!("runc run exited ({st}): {}", err.trim()));
+            }
+            if t.elapsed() > Duration::from_secs(10) {
+                break Err("busybox httpd did not answer within 10 s".to_string());
+            }
+            std::thread::sleep(Duration::from_micros(100));
+        };
+        let _ = runc(&state, &["kill", &name, "KILL"]).output();
+        let _ = child.wait();
+        let _ = runc(&state, &["delete", "--force", &name]).output();
+        times.push(answered?);
     }
     Ok(Series(times))
 }
@@ -450,36 +537,53 @@ impl Report {
             "",
         );
         row(&mut t, "", "p99 ms", ms(self.command_cached.p99()), "");
-        match &self.runc {
+        let ratio = |a: Duration, b: Duration| {
+            format!("{:.0}x", a.as_secs_f64() / b.as_secs_f64().max(1e-9))
+        };
+        match &self.runc_http {
             Ok(runc) => {
-                row(
-                    &mut t,
-                    "runc run busybox true",
-                    "p50 ms",
-                    ms(runc.p50()),
-                    "",
-                );
+                let name = "runc run busybox httpd to first response";
+                row(&mut t, name, "p50 ms", ms(runc.p50()), "");
                 row(&mut t, "", "p99 ms", ms(runc.p99()), "");
-                let ratio = |a: Duration, b: Duration| {
-                    format!("{:.0}x", a.as_secs_f64() / b.as_secs_f64().max(1e-9))
-                };
                 row(
                     &mut t,
-                    "runc run / wasm HTTP cold start (cached), p50",
+                    "runc httpd / wasm HTTP cold start (cached), p50",
                     "ratio",
                     ratio(runc.p50(), self.cold_cached.p50()),
                     ">= 100x",
                 );
                 row(
                     &mut t,
-                    "runc run / wasm HTTP cold start (memory), p50",
+                    "runc httpd / wasm HTTP cold start (memory), p50",
                     "ratio",
                     ratio(runc.p50(), self.cold_warm.p50()),
                     "",
                 );
+            }
+            Err(e) => {
+                let _ = writeln!(t, "runc run busybox httpd: could not run: {e}");
+            }
+        }
+        match &self.runc {
+            Ok(runc) => {
                 row(
                     &mut t,
-                    "runc run / wasm command start to exit, p50",
+                    "runc run busybox true (spawn to exit)",
+                    "p50 ms",
+                    ms(runc.p50()),
+                    "",
+                );
+                row(&mut t, "", "p99 ms", ms(runc.p99()), "");
+                row(
+                    &mut t,
+                    "runc true / wasm HTTP cold start (cached), p50",
+                    "ratio",
+                    ratio(runc.p50(), self.cold_cached.p50()),
+                    "",
+                );
+                row(
+                    &mut t,
+                    "runc true / wasm command start to exit, p50",
                     "ratio",
                     ratio(runc.p50(), self.command_cached.p50()),
                     ">= 100x",

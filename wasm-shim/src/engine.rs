@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use wasmtime::component::Component;
-use wasmtime::{Engine, InstanceAllocationStrategy, Module, PoolingAllocationConfig, Precompiled};
+use wasmtime::{Engine, InstanceAllocationStrategy, Module, PoolingAllocationConfig};
 
 use crate::Error;
 
@@ -157,12 +157,51 @@ pub enum CompileSource {
 }
 
 /// Compiled artifacts in memory by digest, and on disk under
-/// `<dir>/<fingerprint>/<digest hex>.cwasm`.
+/// `<dir>/<fingerprint>/<digest hex>.cwasm`; the digests of local module
+/// files under `<dir>/files/`.
 pub(crate) struct CompileCache {
     engine: Engine,
     dir: PathBuf,
+    files: PathBuf,
     fingerprint: String,
     memory: Mutex<HashMap<String, Compiled>>,
+    file_digests: Mutex<HashMap<PathBuf, (FileStamp, String)>>,
+    /// One lock per digest being compiled.
+    compiling: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+}
+
+/// What identifies one version of a local file without reading it: its
+/// device, inode, size, and modification and change times (ctime cannot be
+/// set back by a user, so a rewritten file always gets a new stamp).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct FileStamp([i64; 7]);
+
+impl FileStamp {
+    pub(crate) fn of(meta: &std::fs::Metadata) -> FileStamp {
+        use std::os::unix::fs::MetadataExt;
+        FileStamp([
+            meta.dev() as i64,
+            meta.ino() as i64,
+            meta.size() as i64,
+            meta.mtime(),
+            meta.mtime_nsec(),
+            meta.ctime(),
+            meta.ctime_nsec(),
+        ])
+    }
+
+    fn encode(&self) -> String {
+        self.0.map(|v| v.to_string()).join(" ")
+    }
+
+    fn decode(s: &str) -> Option<FileStamp> {
+        let mut v = [0i64; 7];
+        let mut parts = s.split(' ');
+        for slot in &mut v {
+            *slot = parts.next()?.parse().ok()?;
+        }
+        parts.next().is_none().then_some(FileStamp(v))
+    }
 }
 
 impl CompileCache {
@@ -170,9 +209,57 @@ impl CompileCache {
         let fingerprint = fingerprint(&engine);
         CompileCache {
             dir: dir.join(&fingerprint),
+            files: dir.join("files"),
             engine,
             fingerprint,
             memory: Mutex::new(HashMap::new()),
+            file_digests: Mutex::new(HashMap::new()),
+            compiling: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn file_record(&self, path: &Path) -> PathBuf {
+        use sha2::Digest;
+        let key = sha2::Sha256::digest(path.as_os_str().as_encoded_bytes());
+        self.files.join(hex::encode(&key[..16]))
+    }
+
+    /// The digest of the local module `path` if this node has hashed the
+    /// very same version of it before (same stamp), so that starting a
+    /// container of a file image reads neither the file nor its hash.
+    pub(crate) fn known_file(&self, path: &Path, stamp: FileStamp) -> Option<String> {
+        if let Some((s, d)) = self.file_digests.lock().get(path)
+            && *s == stamp
+        {
+            return Some(d.clone());
+        }
+        let record = std::fs::read_to_string(self.file_record(path)).ok()?;
+        let (line, recorded_path) = record.split_once('\n')?;
+        let (s, digest) = line.rsplit_once(' ')?;
+        if recorded_path != path.to_str()? || FileStamp::decode(s)? != stamp {
+            return None;
+        }
+        self.file_digests
+            .lock()
+            .insert(path.to_path_buf(), (stamp, digest.to_string()));
+        Some(digest.to_string())
+    }
+
+    /// Remembers the digest of `path` as it was at `stamp`, in memory and
+    /// on disk (a record that cannot be written only costs a re-hash).
+    pub(crate) fn remember_file(&self, path: &Path, stamp: FileStamp, digest: &str) {
+        self.file_digests
+            .lock()
+            .insert(path.to_path_buf(), (stamp, digest.to_string()));
+        let Some(p) = path.to_str() else { return };
+        let record = self.file_record(path);
+        let tmp = unique_tmp(&record);
+        let text = format!("{} {digest}\n{p}", stamp.encode());
+        let written = std::fs::create_dir_all(&self.files)
+            .and_then(|()| std::fs::write(&tmp, text))
+            .and_then(|()| std::fs::rename(&tmp, &record));
+        if let Err(e) = written {
+            tracing::debug!(path = %record.display(), "cannot record a file digest: {e}");
         }
     }
 
@@ -180,9 +267,15 @@ impl CompileCache {
         &self.fingerprint
     }
 
-    fn path(&self, digest: &str) -> PathBuf {
+    /// The artifact's kind is in its name, so that loading it needs no
+    /// look at its header first.
+    fn path(&self, digest: &str, kind: WasmKind) -> PathBuf {
         let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
-        self.dir.join(format!("{hex}.cwasm"))
+        let kind = match kind {
+            WasmKind::Module => "module",
+            WasmKind::Component => "component",
+        };
+        self.dir.join(format!("{hex}.{kind}.cwasm"))
     }
 
     /// The compiled artifact for `digest` if memory or disk has it, without
@@ -192,16 +285,16 @@ impl CompileCache {
         if let Some(c) = self.memory.lock().get(digest) {
             return Some((c.clone(), CompileSource::Memory));
         }
-        let path = self.path(digest);
-        let compiled = self.load_file(&path)?;
+        let compiled = [WasmKind::Component, WasmKind::Module]
+            .into_iter()
+            .find_map(|kind| self.load_file(&self.path(digest, kind), kind))?;
         self.memory
             .lock()
             .insert(digest.to_string(), compiled.clone());
         Some((compiled, CompileSource::Disk))
     }
 
-    fn load_file(&self, path: &Path) -> Option<Compiled> {
-        let kind = Engine::detect_precompiled_file(path).ok()??;
+    fn load_file(&self, path: &Path, kind: WasmKind) -> Option<Compiled> {
         // SAFETY: the file is one this cache wrote (compiled by this very
         // engine configuration: the fingerprint is in its directory name) and
         // renamed into place atomically; wasmtime still checks its header and
@@ -209,16 +302,24 @@ impl CompileCache {
         #[allow(unsafe_code)]
         let loaded = unsafe {
             match kind {
-                Precompiled::Module => {
+                WasmKind::Module => {
                     Module::deserialize_file(&self.engine, path).map(Compiled::Module)
                 }
-                Precompiled::Component => {
+                WasmKind::Component => {
                     Component::deserialize_file(&self.engine, path).map(Compiled::Component)
                 }
             }
         };
         match loaded {
             Ok(c) => Some(c),
+            Err(e)
+                if e.chain().any(|c| {
+                    c.downcast_ref::<std::io::Error>()
+                        .is_some_and(|io| io.kind() == std::io::ErrorKind::NotFound)
+                }) =>
+            {
+                None
+            }
             Err(e) => {
                 tracing::warn!(path = %path.display(), error = %format!("{e:#}"), "discarding unusable compiled artifact");
                 let _ = std::fs::remove_file(path);
@@ -231,6 +332,29 @@ impl CompileCache {
     /// artifact to disk and loads it from there (so that memory images are
     /// mapped copy-on-write from the file).
     pub(crate) fn get_or_compile(
+        &self,
+        image: &str,
+        digest: &str,
+        bytes: &[u8],
+    ) -> Result<(Compiled, CompileSource), Error> {
+        if let Some(hit) = self.lookup(digest) {
+            return Ok(hit);
+        }
+        // Replicas of one image start together: one of them compiles, the
+        // others wait for it and load what it wrote.
+        let flight = self
+            .compiling
+            .lock()
+            .entry(digest.to_string())
+            .or_default()
+            .clone();
+        let _compiling = flight.lock();
+        let result = self.compile_once(image, digest, bytes);
+        self.compiling.lock().remove(digest);
+        result
+    }
+
+    fn compile_once(
         &self,
         image: &str,
         digest: &str,
@@ -254,16 +378,16 @@ impl CompileCache {
             WasmKind::Component => self.engine.precompile_component(bytes),
         }
         .map_err(|e| invalid(format!("invalid wasm {kind:?}: {e:#}").to_lowercase_first()))?;
-        let path = self.path(digest);
+        let path = self.path(digest, kind);
         let cache_err = |source| Error::Cache {
             path: path.clone(),
             source,
         };
         std::fs::create_dir_all(&self.dir).map_err(cache_err)?;
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        let tmp = unique_tmp(&path);
         std::fs::write(&tmp, &artifact).map_err(cache_err)?;
         std::fs::rename(&tmp, &path).map_err(cache_err)?;
-        let compiled = self.load_file(&path).ok_or_else(|| {
+        let compiled = self.load_file(&path, kind).ok_or_else(|| {
             invalid("the freshly compiled artifact could not be loaded".to_string())
         })?;
         self.memory
@@ -276,13 +400,26 @@ impl CompileCache {
     /// restart looks like, for the benchmark.
     pub(crate) fn forget_memory(&self) {
         self.memory.lock().clear();
+        self.file_digests.lock().clear();
     }
 
     /// Removes one artifact from memory and disk: the next start compiles.
     pub(crate) fn evict(&self, digest: &str) {
         self.memory.lock().remove(digest);
-        let _ = std::fs::remove_file(self.path(digest));
+        for kind in [WasmKind::Component, WasmKind::Module] {
+            let _ = std::fs::remove_file(self.path(digest, kind));
+        }
     }
+}
+
+/// A name next to `path` that no other writer, in this process or another,
+/// uses at the same time: what is renamed into place is always whole.
+fn unique_tmp(path: &Path) -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".tmp{}-{n}", std::process::id()));
+    path.with_file_name(name)
 }
 
 trait LowercaseFirst {

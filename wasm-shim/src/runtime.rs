@@ -35,7 +35,9 @@ use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 use crate::Error;
-use crate::engine::{CompileCache, CompileSource, Compiled, EngineConfig, Ticker, WasmKind};
+use crate::engine::{
+    CompileCache, CompileSource, Compiled, EngineConfig, FileStamp, Ticker, WasmKind,
+};
 use crate::host::{Host, Limits, LogSink, P1Host, configure_store};
 
 /// How a [`WasmRuntime`] is set up.
@@ -731,11 +733,20 @@ impl Inner {
         let name = image.to_string();
         let (digest, bytes) = match image {
             ImageSource::File(path) => {
-                let bytes = std::fs::read(path).map_err(|source| Error::Read {
+                let read_err = |source| Error::Read {
                     path: path.clone(),
                     source,
-                })?;
-                (sha256_digest(&bytes), Bytes::from(bytes))
+                };
+                let stamp = FileStamp::of(&std::fs::metadata(path).map_err(read_err)?);
+                if let Some(digest) = self.cache.known_file(path, stamp)
+                    && let Some((compiled, source)) = self.cache.lookup(&digest)
+                {
+                    return Ok((digest, compiled, source));
+                }
+                let bytes = std::fs::read(path).map_err(read_err)?;
+                let digest = sha256_digest(&bytes);
+                self.cache.remember_file(path, stamp, &digest);
+                (digest, Bytes::from(bytes))
             }
             ImageSource::Registry(r) => {
                 let manifest = self.config.registry.manifest(r, "wasip2/wasm").await?;
