@@ -475,7 +475,15 @@ impl Components {
             let cfg = agent::AgentConfig {
                 node_name: self.node_name.clone(),
                 data_dir: self.data_dir.join("agent"),
-                labels: self.node_labels.clone(),
+                // A server's node carries the control-plane role, as
+                // kubeadm and k3s label theirs (kubectl's ROLES column).
+                labels: {
+                    let mut labels = self.node_labels.clone();
+                    labels
+                        .entry("node-role.kubernetes.io/control-plane".into())
+                        .or_insert_with(|| "true".into());
+                    labels
+                },
                 kubelet_listen: Some(self.kubelet_listen),
                 serving: self.serving_tls(),
                 control_streams: None,

@@ -221,6 +221,29 @@ async fn deployments_scale_roll_and_roll_back() {
     let history = kubectl_ok(&m, &["rollout", "history", "deploy/hello"], None);
     assert!(history.contains('3'), "{history}");
 
+    // `kubectl create deployment` of a wasm image, with no RuntimeClass in
+    // sight: the API server tells the image is wasm and the pod runs.
+    kubectl_ok(
+        &m,
+        &["create", "deployment", "plain", &format!("--image={v1}")],
+        None,
+    );
+    kubectl_ok(
+        &m,
+        &["rollout", "status", "deploy/plain", "--timeout=60s"],
+        None,
+    );
+    assert_eq!(
+        jsonpath(
+            &m,
+            &["get", "pods", "-l", "app=plain"],
+            "{.items[*].spec.runtimeClassName}"
+        ),
+        "wasm"
+    );
+    let nodes = kubectl_ok(&m, &["get", "nodes"], None);
+    assert!(nodes.contains(" control-plane "), "{nodes}");
+
     // A Job runs to completion.
     let job = format!(
         "apiVersion: batch/v1\nkind: Job\nmetadata: {{name: once}}\nspec:\n  template:\n    spec:\n      runtimeClassName: wasm\n      restartPolicy: Never\n      containers: [{{name: job, image: {}}}]\n",

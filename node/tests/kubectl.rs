@@ -385,6 +385,17 @@ async fn authentication_and_rbac() {
     assert!(ok && out.trim() == "yes");
     let (_, out, _) = as_sa(&["auth", "can-i", "delete", "pods", "-n", "team"]);
     assert_eq!(out.trim(), "no");
+    // `--list`: what the Role grants in the namespace, and nothing more.
+    let (ok, out, err) = as_sa(&["auth", "can-i", "--list", "-n", "team"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("pods ") && l.contains("[get list watch]")),
+        "{out}"
+    );
+    assert!(!out.lines().any(|l| l.starts_with("secrets")), "{out}");
+    let (ok, out, _) = as_sa(&["auth", "can-i", "--list", "-n", "default"]);
+    assert!(ok && !out.lines().any(|l| l.starts_with("pods ")), "{out}");
 
     // The admin may act as the account (kubectl --as); the account may not
     // act as anyone.
@@ -507,4 +518,106 @@ async fn bad_manifests_get_4xx_naming_the_field() {
     kubectl_ok(&m, &["get", "ns", "default"], None);
     let rc = kubectl_ok(&m, &["get", "runtimeclass", "wasm"], None);
     assert!(rc.contains("wasmtime"), "{rc}");
+}
+
+/// `kubectl apply --server-side`: the first apply creates, applying again
+/// removes what the configuration dropped, another applier changing an
+/// owned field is refused with the field named unless it forces, and
+/// server-side dry run stores nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_side_apply() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = start(tmp.path()).await;
+    let v1 = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: ssa, labels: {team: a, drop: me}}\nspec:\n  replicas: 0\n  selector: {matchLabels: {app: ssa}}\n  template:\n    metadata: {labels: {app: ssa}}\n    spec:\n      containers:\n      - {name: web, image: web:1, env: [{name: A, value: '1'}, {name: B, value: '2'}]}\n";
+    let out = kubectl_ok(&m, &["apply", "--server-side", "-f", "-"], Some(v1));
+    assert!(
+        out.contains("deployment.apps/ssa serverside-applied"),
+        "{out}"
+    );
+    let managers = kubectl_ok(
+        &m,
+        &[
+            "get",
+            "deploy",
+            "ssa",
+            "-o",
+            "jsonpath={range .metadata.managedFields[*]}{.manager}:{.operation} {end}",
+        ],
+        None,
+    );
+    assert_eq!(managers.trim(), "kubectl:Apply");
+
+    // Dropping a label and an env item removes them; the rest stays.
+    let v2 = v1
+        .replace(", drop: me", "")
+        .replace(", {name: B, value: '2'}", "");
+    kubectl_ok(&m, &["apply", "--server-side", "-f", "-"], Some(&v2));
+    let got = kubectl_ok(
+        &m,
+        &[
+            "get",
+            "deploy",
+            "ssa",
+            "-o",
+            "jsonpath={.metadata.labels} {.spec.template.spec.containers[0].env}",
+        ],
+        None,
+    );
+    assert_eq!(got, r#"{"team":"a"} [{"name":"A","value":"1"}]"#);
+
+    // Another manager may not take replicas without forcing.
+    let ci = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: ssa}\nspec: {replicas: 1}\n";
+    let (ok, _, err) = kubectl(
+        &m,
+        &["apply", "--server-side", "--field-manager=ci", "-f", "-"],
+        Some(ci),
+    );
+    assert!(!ok, "a conflicting apply must fail");
+    assert!(
+        err.contains(r#"Apply failed with 1 conflict: conflict with "kubectl": .spec.replicas"#),
+        "{err}"
+    );
+    kubectl_ok(
+        &m,
+        &[
+            "apply",
+            "--server-side",
+            "--field-manager=ci",
+            "--force-conflicts",
+            "-f",
+            "-",
+        ],
+        Some(ci),
+    );
+    let (_, err) = {
+        let (ok, _, err) = kubectl(&m, &["apply", "--server-side", "-f", "-"], Some(&v2));
+        (ok, err)
+    };
+    assert!(
+        err.contains(r#"conflict with "ci": .spec.replicas"#),
+        "{err}"
+    );
+
+    // Dry run: the answer shows the result, the store keeps the old one.
+    let dry = kubectl_ok(
+        &m,
+        &[
+            "apply",
+            "--server-side",
+            "--field-manager=ci",
+            "--dry-run=server",
+            "-o",
+            "jsonpath={.spec.replicas}",
+            "-f",
+            "-",
+        ],
+        Some(&ci.replace("replicas: 1", "replicas: 2")),
+    );
+    assert_eq!(dry, "2");
+    let stored = kubectl_ok(
+        &m,
+        &["get", "deploy", "ssa", "-o", "jsonpath={.spec.replicas}"],
+        None,
+    );
+    assert_eq!(stored, "1");
 }

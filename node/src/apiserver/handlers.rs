@@ -694,6 +694,7 @@ async fn create(
     };
     ensure_namespace(objects, &t).await?;
     if t.res.kind == "Pod" {
+        super::imagekind::default_runtime_class(&mut obj).await;
         admit_runtime_class(objects, &name, &mut obj).await?;
     }
     {
@@ -798,6 +799,13 @@ async fn update(
                 None => m.remove(k),
             };
         }
+        // A writer that does not send managedFields keeps them (an empty
+        // list clears them, as in Kubernetes).
+        if m.get("managedFields").is_none_or(Value::is_null)
+            && let Some(v) = current["metadata"].get("managedFields")
+        {
+            m.insert("managedFields".into(), v.clone());
+        }
     }
     if t.res.has_status {
         if status_only {
@@ -901,6 +909,9 @@ async fn patch(
         .unwrap_or("")
         .trim()
         .to_string();
+    if ct == "application/apply-patch+yaml" {
+        return server_side_apply(objects, t, q, body, sub).await;
+    }
     let patch_doc: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("the patch is not valid JSON: {e}")))?;
     // Optimistic concurrency: re-read and re-apply if someone wrote between.
@@ -942,11 +953,6 @@ async fn patch(
                     )?
                 }
             }
-            "application/apply-patch+yaml" => {
-                return Err(ApiError::unsupported_media(
-                    "server-side apply is not supported yet: use kubectl apply without --server-side",
-                ));
-            }
             other => {
                 return Err(ApiError::unsupported_media(format!(
                     "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json (got {other:?})"
@@ -979,6 +985,165 @@ async fn patch(
             {
                 continue;
             }
+            other => return other,
+        }
+    }
+    Err(ApiError::conflict(
+        t.res.group,
+        t.res.plural,
+        t.name.as_deref().unwrap_or(""),
+        "too many concurrent writes; try again",
+    ))
+}
+
+/// Server-side apply (see `apply.rs`): creates the object from the applied
+/// configuration, or merges it into the live one as the manager's fields.
+async fn server_side_apply(
+    objects: &Objects,
+    t: &Target,
+    q: &BTreeMap<String, String>,
+    body: &[u8],
+    sub: Option<&str>,
+) -> Result<Response<Body>, ApiError> {
+    use super::apply;
+    if sub.is_some() {
+        return Err(ApiError::unsupported_media(
+            "server-side apply is served on the object itself, not on its subresources",
+        ));
+    }
+    let Some(manager) = q.get("fieldManager").filter(|m| !m.is_empty()).cloned() else {
+        return Err(ApiError::new(
+            422,
+            "Invalid",
+            "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch",
+        ));
+    };
+    let force = match q.get("force").map(String::as_str) {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "force: invalid value {other:?}: want true or false"
+            )));
+        }
+    };
+    let mut applied: Value = match serde_json::from_slice(body) {
+        Ok(v) => v,
+        Err(_) => {
+            let text = std::str::from_utf8(body)
+                .map_err(|_| ApiError::bad_request("the applied configuration is not UTF-8"))?;
+            serde_saphyr::from_str(text).map_err(|e| {
+                ApiError::bad_request(format!(
+                    "the applied configuration is neither JSON nor YAML: {e}"
+                ))
+            })?
+        }
+    };
+    if !applied.is_object() {
+        return Err(ApiError::bad_request(
+            "the applied configuration must be an object",
+        ));
+    }
+    check_type(t.res, &applied)?;
+    let name = t.name.clone().unwrap_or_default();
+    match applied["metadata"]["name"].as_str() {
+        Some(n) if n != name => {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({n}) does not match the name on the URL ({name})"
+            )));
+        }
+        Some(_) => {}
+        None => {
+            if !applied["metadata"].is_object() {
+                applied["metadata"] = json!({});
+            }
+            applied["metadata"]["name"] = json!(name);
+        }
+    }
+    if let Some(m) = applied["metadata"].as_object_mut() {
+        m.remove("managedFields");
+    }
+    let api_version = t.res.api_version();
+    let schema: &dyn skiff_sdk::patch::meta::PatchSchema =
+        skiff_sdk::patch::meta::for_kind(&api_version, t.res.kind)
+            .map(|m| m as &dyn skiff_sdk::patch::meta::PatchSchema)
+            .unwrap_or(&skiff_sdk::patch::meta::OPAQUE);
+    let new_set = apply::field_set(&applied, schema);
+    let entry = json!({
+        "manager": manager,
+        "operation": "Apply",
+        "apiVersion": api_version,
+        "time": now_rfc3339(),
+        "fieldsType": "FieldsV1",
+        "fieldsV1": new_set,
+    });
+    for _ in 0..5 {
+        let Some(s) = objects.get(&t.key()).await? else {
+            let mut obj = applied.clone();
+            obj["metadata"]["managedFields"] = json!([entry]);
+            let body = serde_json::to_vec(&obj).expect("JSON");
+            let created = create(objects, t, q, &body).await;
+            match created {
+                // Someone created it first: apply to theirs.
+                Err(e) if e.code == 409 && e.reason == "AlreadyExists" => continue,
+                other => return other,
+            }
+        };
+        let live = s.object.clone();
+        let managed: Vec<Value> = live["metadata"]["managedFields"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let found = apply::conflicts(&manager, &managed, &new_set, &applied, &live);
+        if !found.is_empty() && !force {
+            let named: Vec<(String, String)> = found
+                .iter()
+                .map(|(m, p)| (m.clone(), apply::describe(p)))
+                .collect();
+            return Err(ApiError::apply_conflicts(&named));
+        }
+        let previous = managed
+            .iter()
+            .find(|e| e["manager"] == manager.as_str() && e["operation"] == "Apply")
+            .map(|e| apply::project(&live, &e["fieldsV1"], schema));
+        let patch = skiff_sdk::patch::three_way_patch(previous.as_ref(), &applied, &live, schema);
+        let mut merged =
+            skiff_sdk::patch::strategic_merge_patch(&live, &patch, schema).map_err(|e| {
+                ApiError::new(
+                    422,
+                    "Invalid",
+                    format!("the applied configuration could not be merged: {e}"),
+                )
+            })?;
+        // The managers: this one's entry replaced (or added), forced
+        // fields taken from their owners, owners left with nothing dropped.
+        let mut next: Vec<Value> = Vec::new();
+        let mut placed = false;
+        for mut e in managed {
+            if e["manager"] == manager.as_str() && e["operation"] == "Apply" {
+                next.push(entry.clone());
+                placed = true;
+                continue;
+            }
+            for (owner, path) in &found {
+                if e["manager"] == owner.as_str() && e["operation"] == "Apply" {
+                    apply::remove_leaf(&mut e["fieldsV1"], path);
+                }
+            }
+            if e["fieldsV1"].as_object().is_none_or(|f| !f.is_empty()) {
+                next.push(e);
+            }
+        }
+        if !placed {
+            next.push(entry.clone());
+        }
+        merged["metadata"]["managedFields"] = json!(next);
+        let explicit_rv = applied["metadata"]["resourceVersion"].is_string();
+        if !explicit_rv {
+            merged["metadata"]["resourceVersion"] = json!(s.rev.to_string());
+        }
+        match update(objects, t, q, merged, false, Some((s.rev, s.object))).await {
+            Err(e) if e.code == 409 && e.reason == "Conflict" && !explicit_rv => continue,
             other => return other,
         }
     }
@@ -1325,6 +1490,55 @@ pub async fn self_subject_access_review(
     };
     review["status"] =
         json!({"allowed": allowed, "reason": if allowed { "allowed by RBAC" } else { "" }});
+    if review["metadata"].is_null() {
+        review["metadata"] = json!({});
+    }
+    Ok(json_resp(StatusCode::CREATED, &review))
+}
+
+/// `kubectl auth can-i --list`: every rule RBAC grants the caller in the
+/// namespace of the review, resource rules and non-resource rules apart.
+pub async fn self_subject_rules_review(
+    objects: &Objects,
+    req: Request<Body>,
+    user: &User,
+) -> Result<Response<Body>, ApiError> {
+    let (parts, body) = read_body(req).await?;
+    let body = super::proto::json_body(&parts.headers, body).map_err(ApiError::bad_request)?;
+    let mut review = parse_json(&body)?;
+    let namespace = review["spec"]["namespace"]
+        .as_str()
+        .filter(|s| !s.is_empty())
+        .map(str::to_string);
+    let rules = super::rbac::rules_for(objects, user, namespace.as_deref()).await?;
+    let (mut resource_rules, mut non_resource_rules) = (Vec::new(), Vec::new());
+    for r in rules {
+        if r["nonResourceURLs"]
+            .as_array()
+            .is_some_and(|u| !u.is_empty())
+        {
+            non_resource_rules
+                .push(json!({"verbs": r["verbs"], "nonResourceURLs": r["nonResourceURLs"]}));
+        } else {
+            let mut rule = json!({"verbs": r["verbs"], "apiGroups": r["apiGroups"], "resources": r["resources"]});
+            if r["resourceNames"].as_array().is_some_and(|n| !n.is_empty()) {
+                rule["resourceNames"] = r["resourceNames"].clone();
+            }
+            resource_rules.push(rule);
+        }
+    }
+    // Discovery, /version and /healthz are open to every authenticated
+    // user here (what system:discovery and system:public-info-viewer give
+    // in Kubernetes).
+    non_resource_rules.push(json!({
+        "verbs": ["get"],
+        "nonResourceURLs": ["/api", "/api/*", "/apis", "/apis/*", "/healthz", "/livez", "/readyz", "/openapi", "/openapi/*", "/version", "/version/"],
+    }));
+    review["status"] = json!({
+        "resourceRules": resource_rules,
+        "nonResourceRules": non_resource_rules,
+        "incomplete": false,
+    });
     if review["metadata"].is_null() {
         review["metadata"] = json!({});
     }

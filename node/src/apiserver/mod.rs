@@ -7,10 +7,12 @@
 //! unchanged") → respond with the stored object, `resourceVersion` being the
 //! store revision.
 
+mod apply;
 pub mod auth;
 mod bootstrap;
 mod discovery;
 mod handlers;
+mod imagekind;
 pub mod join;
 mod lifecycle;
 pub mod local;
@@ -345,6 +347,14 @@ impl ApiServer {
                 "selfsubjectaccessreviews",
             ] if req.method() == Method::POST => {
                 handlers::self_subject_access_review(&self.objects, req, user).await
+            }
+            [
+                "apis",
+                "authorization.k8s.io",
+                "v1",
+                "selfsubjectrulesreviews",
+            ] if req.method() == Method::POST => {
+                handlers::self_subject_rules_review(&self.objects, req, user).await
             }
             ["apis", "authentication.k8s.io", "v1", "selfsubjectreviews"]
                 if req.method() == Method::POST =>

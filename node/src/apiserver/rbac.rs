@@ -125,41 +125,69 @@ pub async fn allowed(objects: &Objects, user: &User, a: &Attributes<'_>) -> Resu
     if user.is_master() {
         return Ok(true);
     }
+    let mut allowed = false;
+    visit_rules(objects, user, a.namespace, |rule| {
+        allowed = rule_allows(rule, a);
+        allowed
+    })
+    .await?;
+    Ok(allowed)
+}
+
+/// Every rule granted to `user` cluster-wide and in `namespace`, for
+/// SelfSubjectRulesReview (`kubectl auth can-i --list`).
+pub async fn rules_for(
+    objects: &Objects,
+    user: &User,
+    namespace: Option<&str>,
+) -> Result<Vec<Value>, ApiError> {
+    if user.is_master() {
+        return Ok(vec![
+            serde_json::json!({"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}),
+            serde_json::json!({"verbs": ["*"], "nonResourceURLs": ["*"]}),
+        ]);
+    }
+    let mut rules = Vec::new();
+    visit_rules(objects, user, namespace, |rule| {
+        rules.push(rule.clone());
+        false
+    })
+    .await?;
+    Ok(rules)
+}
+
+/// Calls `f` with each rule of each role bound to `user` (cluster-wide,
+/// then in `namespace`) until it returns true.
+async fn visit_rules(
+    objects: &Objects,
+    user: &User,
+    namespace: Option<&str>,
+    mut f: impl FnMut(&Value) -> bool,
+) -> Result<(), ApiError> {
     let crb =
         resources::find("rbac.authorization.k8s.io", "v1", "clusterrolebindings").expect("served");
-    let (bindings, _, _) = objects.list(&crb.prefix(None), None, 0, 0).await?;
-    for b in bindings {
-        let b = b.object;
-        if b["subjects"]
-            .as_array()
-            .is_some_and(|s| s.iter().any(|s| subject_matches(s, user, None)))
-        {
-            for rule in role_rules(objects, &b["roleRef"], None).await? {
-                if rule_allows(&rule, a) {
-                    return Ok(true);
-                }
-            }
-        }
+    let rb = resources::find("rbac.authorization.k8s.io", "v1", "rolebindings").expect("served");
+    let mut scopes = vec![(crb.prefix(None), None)];
+    if let Some(ns) = namespace {
+        scopes.push((rb.prefix(Some(ns)), Some(ns)));
     }
-    if let Some(ns) = a.namespace {
-        let rb =
-            resources::find("rbac.authorization.k8s.io", "v1", "rolebindings").expect("served");
-        let (bindings, _, _) = objects.list(&rb.prefix(Some(ns)), None, 0, 0).await?;
+    for (prefix, ns) in scopes {
+        let (bindings, _, _) = objects.list(&prefix, None, 0, 0).await?;
         for b in bindings {
             let b = b.object;
             if b["subjects"]
                 .as_array()
-                .is_some_and(|s| s.iter().any(|s| subject_matches(s, user, Some(ns))))
+                .is_some_and(|s| s.iter().any(|s| subject_matches(s, user, ns)))
             {
-                for rule in role_rules(objects, &b["roleRef"], Some(ns)).await? {
-                    if rule_allows(&rule, a) {
-                        return Ok(true);
+                for rule in role_rules(objects, &b["roleRef"], ns).await? {
+                    if f(&rule) {
+                        return Ok(());
                     }
                 }
             }
         }
     }
-    Ok(false)
+    Ok(())
 }
 
 #[cfg(test)]

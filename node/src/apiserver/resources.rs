@@ -132,7 +132,8 @@ pub fn groups() -> Vec<(&'static str, &'static str)> {
     out
 }
 
-/// `kubectl auth can-i` posts SelfSubjectAccessReviews here.
+/// `kubectl auth can-i` posts SelfSubjectAccessReviews here, and
+/// SelfSubjectRulesReviews for `--list`.
 pub const AUTHZ_GROUP: &str = "authorization.k8s.io";
 /// `kubectl auth whoami` posts SelfSubjectReviews here.
 pub const AUTHN_GROUP: &str = "authentication.k8s.io";
@@ -149,6 +150,12 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
                 "singularName": "selfsubjectaccessreview",
                 "namespaced": false,
                 "kind": "SelfSubjectAccessReview",
+                "verbs": ["create"],
+            }, {
+                "name": "selfsubjectrulesreviews",
+                "singularName": "selfsubjectrulesreview",
+                "namespaced": false,
+                "kind": "SelfSubjectRulesReview",
                 "verbs": ["create"],
             }],
         }));

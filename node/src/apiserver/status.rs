@@ -151,6 +151,31 @@ impl ApiError {
         ApiError::new(413, "RequestEntityTooLarge", message)
     }
 
+    /// Server-side apply refused: fields another applier owns would change.
+    /// `conflicts` are (manager, field path) pairs.
+    pub fn apply_conflicts(conflicts: &[(String, String)]) -> ApiError {
+        let n = conflicts.len();
+        let message = if n == 1 {
+            format!(
+                "Apply failed with 1 conflict: conflict with \"{}\": {}",
+                conflicts[0].0, conflicts[0].1
+            )
+        } else {
+            let lines: Vec<String> = conflicts
+                .iter()
+                .map(|(m, f)| format!("- conflict with \"{m}\": {f}"))
+                .collect();
+            format!("Apply failed with {n} conflicts:\n{}", lines.join("\n"))
+        };
+        ApiError::new(409, "Conflict", message).with_details(json!({
+            "causes": conflicts.iter().map(|(m, f)| json!({
+                "reason": "FieldManagerConflict",
+                "message": format!("conflict with \"{m}\""),
+                "field": f,
+            })).collect::<Vec<_>>(),
+        }))
+    }
+
     pub fn unsupported_media(message: impl Into<String>) -> ApiError {
         ApiError::new(415, "UnsupportedMediaType", message)
     }
