@@ -260,6 +260,21 @@ async fn deployments_scale_roll_and_roll_back() {
         ],
         None,
     );
+    // Its selector was generated from its uid, so `kubectl logs job/once`
+    // finds its pod among all the others.
+    let uid = jsonpath(&m, &["get", "job/once"], "{.metadata.uid}");
+    assert_eq!(
+        jsonpath(
+            &m,
+            &["get", "job/once"],
+            "{.spec.selector.matchLabels.batch\\.kubernetes\\.io/controller-uid}"
+        ),
+        uid
+    );
+    assert_eq!(
+        kubectl_ok(&m, &["logs", "job/once"], None).trim(),
+        "job done"
+    );
 
     // A pod that fits nowhere stays Pending and says why.
     let huge = format!(

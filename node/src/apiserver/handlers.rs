@@ -712,6 +712,9 @@ async fn create(
             m.remove("generation");
         }
     }
+    if t.res.kind == "Job" {
+        validate::generate_job_selector(&mut obj)?;
+    }
     if t.res.has_status && t.res.kind != "Pod" && t.res.kind != "Namespace" {
         // Status is the controllers' to write, not the creator's.
         if let Some(m) = obj.as_object_mut() {

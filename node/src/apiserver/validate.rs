@@ -304,6 +304,90 @@ fn validate_selector_matches(spec: &Value, path: &str, causes: &mut Vec<Cause>) 
     }
 }
 
+/// What Kubernetes' Job strategy does at create: unless
+/// `spec.manualSelector` is true, the pod template gets the `job-name` and
+/// `controller-uid` labels (legacy and `batch.kubernetes.io/` forms) and
+/// `spec.selector` selects the Job's uid, so the Job's pods are exactly the
+/// pods it creates (`kubectl logs job/NAME` and `-l job-name=NAME` rely on
+/// it). A selector the user set without `manualSelector` must be the
+/// generated one. Runs after the uid is assigned.
+pub fn generate_job_selector(obj: &mut Value) -> Result<(), ApiError> {
+    const UID: &str = "batch.kubernetes.io/controller-uid";
+    const NAME: &str = "batch.kubernetes.io/job-name";
+    let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
+    let uid = obj["metadata"]["uid"].as_str().unwrap_or("").to_string();
+    let mut causes = Vec::new();
+    let spec = &mut obj["spec"];
+    if spec["manualSelector"] == json!(true) {
+        if spec["selector"].is_null() {
+            causes.push(Cause::required("spec.selector"));
+        }
+    } else {
+        let template = &mut spec["template"];
+        if !template["metadata"].is_object() {
+            template["metadata"] = json!({});
+        }
+        if !template["metadata"]["labels"].is_object() {
+            template["metadata"]["labels"] = json!({});
+        }
+        let labels = template["metadata"]["labels"]
+            .as_object_mut()
+            .expect("labels is an object");
+        for (k, v) in [
+            ("job-name", &name),
+            (NAME, &name),
+            ("controller-uid", &uid),
+            (UID, &uid),
+        ] {
+            labels.entry(k).or_insert_with(|| json!(v));
+        }
+        for (k, v) in [(UID, &uid), (NAME, &name)] {
+            if labels.get(k) != Some(&json!(v)) {
+                causes.push(Cause::invalid(
+                    "spec.template.metadata.labels",
+                    format!(
+                        "Invalid value: {}: `{k}` must be \"{v}\"",
+                        Value::Object(labels.clone())
+                    ),
+                ));
+            }
+        }
+        if !spec["selector"].is_object() {
+            spec["selector"] = json!({});
+        }
+        if !spec["selector"]["matchLabels"].is_object() {
+            spec["selector"]["matchLabels"] = json!({});
+        }
+        let selector = spec["selector"].clone();
+        let ml = spec["selector"]["matchLabels"]
+            .as_object_mut()
+            .expect("matchLabels is an object");
+        ml.entry(UID).or_insert_with(|| json!(uid));
+        // It must select exactly the pods labelled with the uid.
+        if ml.len() != 1
+            || ml.get(UID) != Some(&json!(uid))
+            || selector["matchExpressions"]
+                .as_array()
+                .is_some_and(|e| !e.is_empty())
+        {
+            causes.push(Cause::invalid(
+                "spec.selector",
+                format!(
+                    "Invalid value: {selector}: `selector` not auto-generated (set spec.manualSelector: true to choose your own)"
+                ),
+            ));
+        }
+    }
+    if causes.is_empty() {
+        validate_selector_matches(&obj["spec"], "spec", &mut causes);
+    }
+    if causes.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::invalid("batch", "Job", &name, causes))
+    }
+}
+
 /// Semantic validation of a decoded object; 422 with every bad field.
 pub fn validate(res: &Resource, obj: &Value) -> Result<(), ApiError> {
     let mut causes = Vec::new();
@@ -567,5 +651,53 @@ pub fn default(res: &Resource, obj: &mut Value) {
             }
         }
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(spec: Value) -> Value {
+        json!({"apiVersion": "batch/v1", "kind": "Job",
+            "metadata": {"name": "pi", "uid": "u-1"}, "spec": spec})
+    }
+
+    #[test]
+    fn a_jobs_selector_is_generated_from_its_uid_as_kubernetes_does() {
+        let mut j = job(json!({"template": {"spec": {"containers": []}}}));
+        generate_job_selector(&mut j).unwrap();
+        assert_eq!(
+            j["spec"]["selector"],
+            json!({"matchLabels": {"batch.kubernetes.io/controller-uid": "u-1"}})
+        );
+        assert_eq!(
+            j["spec"]["template"]["metadata"]["labels"],
+            json!({"job-name": "pi", "batch.kubernetes.io/job-name": "pi",
+                   "controller-uid": "u-1", "batch.kubernetes.io/controller-uid": "u-1"})
+        );
+
+        // A selector of one's own needs manualSelector.
+        let mut j = job(json!({"selector": {"matchLabels": {"app": "x"}},
+            "template": {"metadata": {"labels": {"app": "x"}}, "spec": {}}}));
+        let e = generate_job_selector(&mut j).unwrap_err();
+        assert_eq!(e.code, 422);
+        assert!(
+            e.message.contains("spec.selector") && e.message.contains("not auto-generated"),
+            "{}",
+            e.message
+        );
+        let mut j = job(json!({"manualSelector": true,
+            "selector": {"matchLabels": {"app": "x"}},
+            "template": {"metadata": {"labels": {"app": "x"}}, "spec": {}}}));
+        generate_job_selector(&mut j).unwrap();
+        assert_eq!(j["spec"]["selector"], json!({"matchLabels": {"app": "x"}}));
+        let mut j = job(json!({"manualSelector": true, "template": {"spec": {}}}));
+        let e = generate_job_selector(&mut j).unwrap_err();
+        assert!(
+            e.message.contains("spec.selector: Required value"),
+            "{}",
+            e.message
+        );
     }
 }

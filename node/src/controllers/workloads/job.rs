@@ -17,9 +17,9 @@
 //! (`SuccessCriteriaMet`, `FailureTarget`) once no pod is left running or
 //! uncounted, as v1.33 does.
 //!
-//! The API server does not generate `spec.selector` the way Kubernetes'
-//! does; a Job without one selects the pods labelled with its uid, which
-//! are the pods it creates.
+//! The API server generates `spec.selector` (the Job's uid) as
+//! Kubernetes' does; a Job stored without one (by an older skiff) selects
+//! the pods labelled with its uid, which are the pods it creates.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
