@@ -244,6 +244,78 @@ async fn deployments_scale_roll_and_roll_back() {
     let nodes = kubectl_ok(&m, &["get", "nodes"], None);
     assert!(nodes.contains(" control-plane "), "{nodes}");
 
+    // A DaemonSet's template history: ControllerRevisions that `kubectl
+    // rollout history` lists and `rollout undo` goes back to.
+    let ds = format!(
+        "apiVersion: apps/v1\nkind: DaemonSet\nmetadata: {{name: daemon}}\nspec:\n  selector: {{matchLabels: {{app: daemon}}}}\n  template:\n    metadata: {{labels: {{app: daemon}}}}\n    spec:\n      containers: [{{name: c, image: {v1}}}]\n"
+    );
+    kubectl_ok(&m, &["apply", "-f", "-"], Some(&ds));
+    kubectl_ok(
+        &m,
+        &["rollout", "status", "ds/daemon", "--timeout=60s"],
+        None,
+    );
+    kubectl_ok(&m, &["set", "image", "ds/daemon", &format!("c={v2}")], None);
+    kubectl_ok(
+        &m,
+        &["rollout", "status", "ds/daemon", "--timeout=60s"],
+        None,
+    );
+    let revisions = || {
+        jsonpath(
+            &m,
+            &["get", "controllerrevisions", "-l", "app=daemon"],
+            r#"{range .items[*]}{.revision} {.data.spec.template.spec.containers[0].image}{"\n"}{end}"#,
+        )
+    };
+    wait_for("two revisions", Duration::from_secs(20), || {
+        let r = revisions();
+        if r.lines().count() == 2 {
+            Ok(())
+        } else {
+            Err(r)
+        }
+    })
+    .await;
+    let history = kubectl_ok(&m, &["rollout", "history", "ds/daemon"], None);
+    assert!(
+        history.contains("\n1 ") && history.contains("\n2 "),
+        "{history}"
+    );
+    kubectl_ok(&m, &["rollout", "undo", "ds/daemon"], None);
+    assert_eq!(
+        jsonpath(
+            &m,
+            &["get", "ds/daemon"],
+            "{.spec.template.spec.containers[0].image}"
+        ),
+        v1
+    );
+    // The first template is the newest revision again.
+    wait_for(
+        "revision 3 to be the first template",
+        Duration::from_secs(20),
+        || {
+            let r = revisions();
+            if r.lines().any(|l| l == format!("3 {v1}")) {
+                Ok(())
+            } else {
+                Err(r)
+            }
+        },
+    )
+    .await;
+    kubectl_ok(&m, &["delete", "ds/daemon"], None);
+    wait_for(
+        "the revisions to be collected",
+        Duration::from_secs(20),
+        || {
+            let r = revisions();
+            if r.trim().is_empty() { Ok(()) } else { Err(r) }
+        },
+    )
+    .await;
+
     // A Job runs to completion.
     let job = format!(
         "apiVersion: batch/v1\nkind: Job\nmetadata: {{name: once}}\nspec:\n  template:\n    spec:\n      runtimeClassName: wasm\n      restartPolicy: Never\n      containers: [{{name: job, image: {}}}]\n",

@@ -72,6 +72,7 @@ pub static RESOURCES: &[Resource] = &[
     res!("apps", "v1", "ReplicaSet", "replicasets", "replicaset", true, &["rs"], ALL, true, true, true),
     res!("apps", "v1", "DaemonSet", "daemonsets", "daemonset", true, &["ds"], ALL, true, false, true),
     res!("apps", "v1", "StatefulSet", "statefulsets", "statefulset", true, &["sts"], ALL, true, true, true),
+    res!("apps", "v1", "ControllerRevision", "controllerrevisions", "controllerrevision", true, NONE, NONE, false, false, false),
     res!("batch", "v1", "Job", "jobs", "job", true, NONE, ALL, true, false, true),
     res!("batch", "v1", "CronJob", "cronjobs", "cronjob", true, &["cj"], ALL, true, false, true),
     res!("networking.k8s.io", "v1", "Ingress", "ingresses", "ingress", true, &["ing"], NONE, true, false, true),

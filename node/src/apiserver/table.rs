@@ -337,6 +337,12 @@ fn columns(kind: &str) -> Vec<Col> {
             ("Holder", "string", 0),
             ("Age", "string", 0),
         ],
+        "ControllerRevision" => vec![
+            ("Name", "string", 0),
+            ("Controller", "string", 0),
+            ("Revision", "integer", 0),
+            ("Age", "string", 0),
+        ],
         "RuntimeClass" => vec![
             ("Name", "string", 0),
             ("Handler", "string", 0),
@@ -711,6 +717,27 @@ fn cells(kind: &str, o: &Value) -> Vec<Value> {
                 json!(s(&o["addressType"])),
                 json!(or_none(ports.join(","))),
                 json!(or_none(eps.join(","))),
+                json!(age),
+            ]
+        }
+        "ControllerRevision" => {
+            let controller = o["metadata"]["ownerReferences"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|r| r["controller"] == json!(true))
+                .map(|r| {
+                    let group = s(&r["apiVersion"])
+                        .split_once('/')
+                        .map(|(g, _)| format!(".{g}"))
+                        .unwrap_or_default();
+                    format!("{}{group}/{}", s(&r["kind"]).to_lowercase(), s(&r["name"]))
+                })
+                .unwrap_or_else(|| "<none>".into());
+            vec![
+                json!(name),
+                json!(controller),
+                json!(int(&o["revision"])),
                 json!(age),
             ]
         }

@@ -80,6 +80,7 @@ pub fn decode(
         "PersistentVolumeClaim" => roundtrip::<core::PersistentVolumeClaim>(obj),
         "Deployment" => roundtrip::<apps::Deployment>(obj),
         "ReplicaSet" => roundtrip::<apps::ReplicaSet>(obj),
+        "ControllerRevision" => roundtrip::<apps::ControllerRevision>(obj),
         "DaemonSet" => roundtrip::<apps::DaemonSet>(obj),
         "StatefulSet" => roundtrip::<apps::StatefulSet>(obj),
         "Job" => roundtrip::<batch::Job>(obj),

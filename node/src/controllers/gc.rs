@@ -26,7 +26,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::Method;
-use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::apps::v1::{
+    ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet,
+};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{
@@ -403,6 +405,7 @@ pub async fn run(client: Client, mut stop: watch::Receiver<bool>) {
         ReplicaSet,
         DaemonSet,
         StatefulSet,
+        ControllerRevision,
         Job,
         CronJob,
         Ingress,

@@ -7,7 +7,8 @@
 //! tolerated, counting the tolerations every daemon pod gets; a pod stays
 //! on a node that becomes ineligible only through a NoSchedule taint.
 //! Revisions are named by the template hash (label
-//! `controller-revision-hash`); ControllerRevision objects are not kept.
+//! `controller-revision-hash`) and kept as ControllerRevisions
+//! (`revisions.rs`) for `kubectl rollout history|undo`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -101,6 +102,9 @@ pub async fn sync(ctx: &Ctx, key: &str) -> Result<Requeue> {
     let now = events::now();
 
     let mut err = None;
+    if !deleting {
+        super::revisions::ensure_daemon_set(ctx, &ds, &hash).await?;
+    }
     if needs_sync && !deleting {
         err = manage(ctx, &ds, &nodes, &mine, &hash, &exp_key, now)
             .await

@@ -24,6 +24,7 @@ mod job;
 pub mod owners;
 pub mod pods;
 mod replicaset;
+mod revisions;
 mod statefulset;
 
 use std::collections::HashMap;
@@ -137,6 +138,9 @@ pub struct Ctx {
     /// Job uid → (failures since the last success, when the last one was
     /// counted): how long to wait before replacing a failed pod.
     pub job_backoff: Mutex<HashMap<String, (u32, Timestamp)>>,
+    /// Owner uid → the template hash whose ControllerRevision is known to
+    /// be the newest (see `revisions.rs`).
+    pub revisions: Mutex<HashMap<String, String>>,
 }
 
 impl Ctx {
@@ -195,6 +199,7 @@ pub async fn run(client: Client, mut stop: watch::Receiver<bool>) {
             .map(|k| (k, Recorder::new(&client, k.component())))
             .into(),
         job_backoff: Mutex::default(),
+        revisions: Mutex::default(),
         client,
     });
 
@@ -455,6 +460,7 @@ impl Ctx {
                 .map(|k| (k, Recorder::new(&client, k.component())))
                 .into(),
             job_backoff: Mutex::default(),
+            revisions: Mutex::default(),
             client,
         }
     }
