@@ -305,6 +305,25 @@ async fn deployments_scale_roll_and_roll_back() {
         },
     )
     .await;
+    // A StatefulSet's too.
+    let sts = format!(
+        "apiVersion: apps/v1\nkind: StatefulSet\nmetadata: {{name: db}}\nspec:\n  serviceName: db\n  selector: {{matchLabels: {{app: db}}}}\n  template:\n    metadata: {{labels: {{app: db}}}}\n    spec:\n      containers: [{{name: c, image: {v1}}}]\n"
+    );
+    kubectl_ok(&m, &["apply", "-f", "-"], Some(&sts));
+    kubectl_ok(&m, &["rollout", "status", "sts/db", "--timeout=60s"], None);
+    kubectl_ok(&m, &["set", "image", "sts/db", &format!("c={v2}")], None);
+    kubectl_ok(&m, &["rollout", "status", "sts/db", "--timeout=60s"], None);
+    let history = kubectl_ok(&m, &["rollout", "history", "sts/db"], None);
+    assert!(
+        history.contains("\n1 ") && history.contains("\n2 "),
+        "{history}"
+    );
+    kubectl_ok(&m, &["rollout", "undo", "sts/db"], None);
+    kubectl_ok(&m, &["rollout", "status", "sts/db", "--timeout=60s"], None);
+    assert_eq!(
+        jsonpath(&m, &["get", "pod/db-0"], "{.spec.containers[0].image}"),
+        v1
+    );
     kubectl_ok(&m, &["delete", "ds/daemon"], None);
     wait_for(
         "the revisions to be collected",

@@ -1,7 +1,7 @@
-//! ControllerRevisions: the history of a DaemonSet's pod template, as
-//! Kubernetes keeps it, so that `kubectl rollout history ds/NAME` lists the
-//! revisions and `kubectl rollout undo ds/NAME` patches an old template
-//! back (the revision's data is that patch:
+//! ControllerRevisions: the history of a DaemonSet's or StatefulSet's pod
+//! template, as Kubernetes keeps it, so that `kubectl rollout history
+//! ds/NAME` (or `sts/NAME`) lists the revisions and `kubectl rollout undo`
+//! patches an old template back (the revision's data is that patch:
 //! `{"spec":{"template":{..., "$patch":"replace"}}}`).
 //!
 //! One revision per template hash, named `<owner>-<hash>`, labelled with
@@ -13,8 +13,9 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, StatefulSet};
+use k8s_openapi::api::core::v1::PodTemplateSpec;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::runtime::RawExtension;
 use serde_json::json;
 use skiff_sdk::client::{Api, DeleteParams, ListParams};
@@ -25,20 +26,62 @@ use crate::controllers::workloads::daemonset::HASH_LABEL;
 
 const CHANGE_CAUSE: &str = "kubernetes.io/change-cause";
 
-/// Makes sure the revision of `ds`'s current template (`hash`) exists and
-/// is the newest; remembers the hash it did this for, so that a sync with
-/// no new template costs no request.
+/// What a revision is kept for: the owner and its template.
+struct Owner<'a> {
+    meta: &'a ObjectMeta,
+    owner_ref: OwnerReference,
+    template: &'a PodTemplateSpec,
+    selector: &'a LabelSelector,
+    history_limit: Option<i32>,
+}
+
 pub async fn ensure_daemon_set(ctx: &Ctx, ds: &DaemonSet, hash: &str) -> Result<()> {
-    let (Some(spec), Some(uid)) = (ds.spec.as_ref(), ds.metadata.uid.as_deref()) else {
+    let Some(spec) = ds.spec.as_ref() else {
         return Ok(());
     };
-    let name = ds.metadata.name.clone().unwrap_or_default();
-    let ns = ds.metadata.namespace.clone().unwrap_or_default();
+    let owner = Owner {
+        meta: &ds.metadata,
+        owner_ref: controller_ref(ds),
+        template: &spec.template,
+        selector: &spec.selector,
+        history_limit: spec.revision_history_limit,
+    };
+    ensure(ctx, owner, hash).await
+}
+
+/// `revision` is the StatefulSet's update revision, `<name>-<hash>`.
+pub async fn ensure_stateful_set(ctx: &Ctx, set: &StatefulSet, revision: &str) -> Result<()> {
+    let Some(spec) = set.spec.as_ref() else {
+        return Ok(());
+    };
+    let name = set.metadata.name.as_deref().unwrap_or("");
+    let Some(hash) = revision.strip_prefix(&format!("{}-", truncate(name, 223))) else {
+        return Ok(());
+    };
+    let owner = Owner {
+        meta: &set.metadata,
+        owner_ref: controller_ref(set),
+        template: &spec.template,
+        selector: &spec.selector,
+        history_limit: spec.revision_history_limit,
+    };
+    ensure(ctx, owner, hash).await
+}
+
+/// Makes sure the revision of the owner's current template (`hash`)
+/// exists and is the newest; remembers the hash it did this for, so that a
+/// sync with no new template costs no request.
+async fn ensure(ctx: &Ctx, owner: Owner<'_>, hash: &str) -> Result<()> {
+    let Some(uid) = owner.meta.uid.as_deref() else {
+        return Ok(());
+    };
+    let name = owner.meta.name.clone().unwrap_or_default();
+    let ns = owner.meta.namespace.clone().unwrap_or_default();
     if ctx.revisions.lock().get(uid).map(String::as_str) == Some(hash) {
         return Ok(());
     }
     let api = Api::<ControllerRevision>::namespaced(&ctx.client, &ns);
-    let selector = selector_of(&spec.selector)?;
+    let selector = selector_of(owner.selector)?;
     let listed = api
         .list(&ListParams::default().labels(selector.to_string()))
         .await?;
@@ -49,8 +92,8 @@ pub async fn ensure_daemon_set(ctx: &Ctx, ds: &DaemonSet, hash: &str) -> Result<
         .collect();
     let newest = mine.iter().map(|r| r.revision).max().unwrap_or(0);
     let rev_name = format!("{}-{hash}", truncate(&name, 223));
-    let cause = ds
-        .metadata
+    let cause = owner
+        .meta
         .annotations
         .as_ref()
         .and_then(|a| a.get(CHANGE_CAUSE))
@@ -72,9 +115,9 @@ pub async fn ensure_daemon_set(ctx: &Ctx, ds: &DaemonSet, hash: &str) -> Result<
         }
         None => {
             let mut template =
-                serde_json::to_value(&spec.template).map_err(|e| Error::Invalid(e.to_string()))?;
+                serde_json::to_value(owner.template).map_err(|e| Error::Invalid(e.to_string()))?;
             template["$patch"] = json!("replace");
-            let mut labels = spec
+            let mut labels = owner
                 .template
                 .metadata
                 .as_ref()
@@ -87,7 +130,7 @@ pub async fn ensure_daemon_set(ctx: &Ctx, ds: &DaemonSet, hash: &str) -> Result<
                     namespace: Some(ns.clone()),
                     labels: Some(labels),
                     annotations: cause.map(|c| BTreeMap::from([(CHANGE_CAUSE.to_string(), c)])),
-                    owner_references: Some(vec![controller_ref(ds)]),
+                    owner_references: Some(vec![owner.owner_ref.clone()]),
                     ..Default::default()
                 },
                 data: Some(RawExtension(json!({"spec": {"template": template}}))),
@@ -103,7 +146,7 @@ pub async fn ensure_daemon_set(ctx: &Ctx, ds: &DaemonSet, hash: &str) -> Result<
         }
     }
     // History beyond the limit goes, oldest first; never the current one.
-    let limit = spec.revision_history_limit.unwrap_or(10).max(0) as usize;
+    let limit = owner.history_limit.unwrap_or(10).max(0) as usize;
     let mut old: Vec<&ControllerRevision> = mine
         .iter()
         .filter(|r| r.metadata.name.as_deref() != Some(&rev_name))

@@ -60,6 +60,7 @@ pub async fn sync(ctx: &Ctx, key: &str) -> Result<Requeue> {
     let revs = revisions(&set);
     let now = events::now();
     if !deleting {
+        super::revisions::ensure_stateful_set(ctx, &set, &revs.update).await?;
         let steps = plan(&set, &mine, &revs, now);
         for step in steps {
             apply(ctx, &set, &mine, &revs, step).await?;
