@@ -26,7 +26,11 @@ const UNSERVED: &[&str] = &[
 ];
 
 fn corpus() -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus/k8s-docs-examples");
+    // Where cargo runs the test from (a shared target directory may hold
+    // a binary compiled in another checkout).
+    let root =
+        std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into());
+    let dir = Path::new(&root).join("../../shared/corpus/k8s-docs-examples");
     assert!(
         dir.is_dir(),
         "the corpus is expected beside the clone at {}",

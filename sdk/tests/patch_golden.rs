@@ -23,7 +23,13 @@ use serde_json::Value;
 use skiff_sdk::patch::{PatchSchema, meta, strategic_merge_patch};
 
 fn cases() -> Vec<(String, Value)> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/smp");
+    // The directory of the checkout being tested (cargo sets it when it
+    // runs the test); the one compiled in only when run by hand, since a
+    // shared target directory may hold a binary built from another
+    // checkout.
+    let root =
+        std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into());
+    let dir = Path::new(&root).join("tests/golden/smp");
     let mut paths: Vec<PathBuf> = fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
         .map(|entry| entry.expect("a directory entry").path())
