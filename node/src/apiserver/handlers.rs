@@ -991,12 +991,7 @@ async fn patch(
             other => return other,
         }
     }
-    Err(ApiError::conflict(
-        t.res.group,
-        t.res.plural,
-        t.name.as_deref().unwrap_or(""),
-        "too many concurrent writes; try again",
-    ))
+    Err(too_many_writes(t))
 }
 
 /// Server-side apply (see `apply.rs`): creates the object from the applied
@@ -1150,12 +1145,17 @@ async fn server_side_apply(
             other => return other,
         }
     }
-    Err(ApiError::conflict(
+    Err(too_many_writes(t))
+}
+
+/// A read-modify-write that lost every race it retried.
+fn too_many_writes(t: &Target) -> ApiError {
+    ApiError::conflict(
         t.res.group,
         t.res.plural,
         t.name.as_deref().unwrap_or(""),
         "too many concurrent writes; try again",
-    ))
+    )
 }
 
 fn scale_of(t: &Target, obj: &Value) -> Result<Value, ApiError> {
