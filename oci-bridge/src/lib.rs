@@ -1,1 +1,15 @@
-//! Not built yet: see ARCHITECTURE.md for what this crate will hold.
+//! Linux containers for skiff: OCI images pulled from a registry and run by
+//! `runc`, behind the same [`skiff_sdk::runtime::Runtime`] trait as the wasm
+//! runtime, so the node agent drives both alike.
+//!
+//! - [`image`]: pull (the sdk's registry client), verify, apply the layers
+//!   into a root filesystem per image.
+//! - [`spec`]: the OCI runtime spec of a container (pure).
+//! - [`runtime`]: [`OciRuntime`], bundles on overlayfs, `runc run`, logs,
+//!   stop with grace, OOM and deadline reasons, exec.
+
+pub mod image;
+pub mod runtime;
+pub mod spec;
+
+pub use runtime::{OciConfig, OciRuntime, find_runc, host_supports_containers, kube_arch};

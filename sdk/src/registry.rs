@@ -885,6 +885,102 @@ fn percent_encode(s: &str) -> String {
     out
 }
 
+/// A throwaway registry for tests: Debian's `docker-registry` serving a
+/// temporary directory on a free loopback port, killed and removed on drop.
+#[cfg(feature = "conformance")]
+pub mod testing {
+    use std::net::SocketAddr;
+    use std::path::PathBuf;
+    use std::process::{Child, Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    pub struct LocalRegistry {
+        child: Child,
+        pub addr: SocketAddr,
+        dir: PathBuf,
+    }
+
+    impl std::fmt::Debug for LocalRegistry {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("LocalRegistry")
+                .field("addr", &self.addr)
+                .finish()
+        }
+    }
+
+    impl Drop for LocalRegistry {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    /// The status code of `GET path` (HTTP/1.0, no TLS).
+    pub async fn get_status(addr: SocketAddr, path: &str) -> Option<u16> {
+        let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+            .await
+            .ok()?;
+        let mut buf = [0u8; 12];
+        s.read_exact(&mut buf).await.ok()?;
+        std::str::from_utf8(&buf[9..12]).ok()?.parse().ok()
+    }
+
+    impl LocalRegistry {
+        /// Starts one and waits (up to 10 s) until it answers `/v2/`.
+        /// Panics with what to install if `docker-registry` is missing.
+        pub async fn start() -> LocalRegistry {
+            let bin = ["/usr/bin/docker-registry", "/usr/sbin/docker-registry"]
+                .into_iter()
+                .find(|p| std::path::Path::new(p).exists())
+                .expect(
+                    "docker-registry is not installed: apt-get install docker-registry \
+                     (scripts/test does)",
+                );
+            static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let dir = std::env::temp_dir().join(format!(
+                "skiff-registry-{}-{}",
+                std::process::id(),
+                NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            ));
+            std::fs::create_dir_all(&dir).expect("creating the registry's directory");
+            let addr = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("a free loopback port");
+            let config = dir.join("config.yml");
+            std::fs::write(
+                &config,
+                format!(
+                    "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    \
+                     rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
+                    dir.join("data").display()
+                ),
+            )
+            .expect("writing the registry's config");
+            let child = Command::new(bin)
+                .arg("serve")
+                .arg(&config)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("starting docker-registry");
+            let reg = LocalRegistry { child, addr, dir };
+            let until = Instant::now() + Duration::from_secs(10);
+            while get_status(addr, "/v2/").await != Some(200) {
+                assert!(
+                    Instant::now() < until,
+                    "docker-registry did not come up on {addr}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            reg
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

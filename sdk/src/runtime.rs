@@ -323,6 +323,11 @@ pub struct ContainerSpec {
     /// `activeDeadlineSeconds`, for jobs); past it the container is
     /// terminated with [`TerminationReason::DeadlineExceeded`].
     pub active_deadline: Option<Duration>,
+    /// The pod's hostname (its name), for runtimes with a UTS namespace.
+    pub hostname: Option<String>,
+    /// The pod's network namespace (`/var/run/netns/...`) that a container
+    /// joins; `None` shares the host's network (wasm guests always do).
+    pub network_namespace: Option<PathBuf>,
 }
 
 impl ContainerSpec {
@@ -340,6 +345,8 @@ impl ContainerSpec {
             workload: Workload::Command,
             log_path: log_path.into(),
             active_deadline: None,
+            hostname: None,
+            network_namespace: None,
         }
     }
 

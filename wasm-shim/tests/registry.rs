@@ -4,71 +4,16 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
+use skiff_sdk::registry::testing::LocalRegistry;
 use skiff_sdk::registry::{RegistryClient, RegistryError};
 use skiff_sdk::runtime::{ContainerSpec, ImageRef, ImageSource, Runtime, RuntimeError};
 use wasm_shim::{RuntimeConfig, WasmRuntime};
 
-struct Registry {
-    child: Child,
-    addr: SocketAddr,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn registry() -> Registry {
-    let bin = ["/usr/bin/docker-registry", "/usr/sbin/docker-registry"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists())
-        .expect(
-            "docker-registry is not installed: apt-get install docker-registry (scripts/test does)",
-        );
-    let dir = tempfile::tempdir().unwrap();
-    let addr = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let config = dir.path().join("config.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
-            dir.path().join("data").display()
-        ),
-    )
-    .unwrap();
-    let child = Command::new(bin)
-        .arg("serve")
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("starting docker-registry");
-    let reg = Registry {
-        child,
-        addr,
-        _dir: dir,
-    };
-    let until = Instant::now() + Duration::from_secs(10);
-    while tokio::net::TcpStream::connect(addr).await.is_err()
-        || common::get(addr, "/v2/").await.0 != 200
-    {
-        assert!(
-            Instant::now() < until,
-            "docker-registry did not come up on {addr}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    reg
+async fn registry() -> LocalRegistry {
+    LocalRegistry::start().await
 }
 
 async fn http_get(addr: SocketAddr, path: &str) -> u16 {

@@ -649,6 +649,8 @@ impl Worker {
                         .duration_since(now)
                         .unwrap_or_default()
                 }),
+            hostname: None,
+            network_namespace: None,
         };
         let started = match self.ctx.runtime.start(spec).await {
             Ok(s) => s,

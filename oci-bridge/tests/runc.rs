@@ -1,0 +1,291 @@
+//! The OCI bridge against real runc: the generic runtime harness (the same
+//! cases the wasm runtime passes), then what only containers have — image
+//! config, OOM kills at a memory limit, exec, start errors. Images are made
+//! here from Debian's static busybox and served by a loopback registry.
+//! Needs root, runc and docker-registry (scripts/test installs them).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use oci_bridge::image::{ImageConfig, push_dir};
+use oci_bridge::{OciConfig, OciRuntime};
+use skiff_sdk::registry::RegistryClient;
+use skiff_sdk::registry::testing::LocalRegistry;
+use skiff_sdk::runtime::conformance::{self, Step, Workloads};
+use skiff_sdk::runtime::{
+    ContainerSpec, ImageRef, ImageSource, LogReader, Runtime, RuntimeError, TerminationReason,
+};
+
+/// A root filesystem with busybox and a link per applet.
+fn busybox_rootfs(dir: &Path) {
+    let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .expect("busybox-static is not installed (scripts/test installs it)");
+    for d in ["bin", "etc", "tmp", "root"] {
+        std::fs::create_dir_all(dir.join(d)).unwrap();
+    }
+    std::fs::copy(&busybox, dir.join("bin/busybox")).unwrap();
+    let list = std::process::Command::new(&busybox)
+        .arg("--list")
+        .output()
+        .unwrap();
+    for applet in String::from_utf8_lossy(&list.stdout).lines() {
+        if applet != "busybox" && !applet.is_empty() {
+            let _ = std::os::unix::fs::symlink("busybox", dir.join("bin").join(applet));
+        }
+    }
+    std::fs::write(
+        dir.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nwww:x:33:33:www:/tmp:/bin/sh\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("etc/group"), "root:x:0:\nwww:x:33:\n").unwrap();
+    std::fs::write(dir.join("etc/greeting"), "from the image\n").unwrap();
+}
+
+struct Fixture {
+    _registry: LocalRegistry,
+    scratch: tempfile::TempDir,
+    image: ImageRef,
+    rt: OciRuntime,
+}
+
+async fn fixture() -> Fixture {
+    let registry = LocalRegistry::start().await;
+    let scratch = tempfile::tempdir().unwrap();
+    let rootfs = scratch.path().join("busybox");
+    busybox_rootfs(&rootfs);
+    let image = ImageRef::parse(&format!("{}/test/busybox:1", registry.addr)).unwrap();
+    let config = ImageConfig {
+        cmd: Some(vec!["sh".into(), "-c".into(), "echo default cmd".into()]),
+        env: Some(vec!["FROM_IMAGE=yes".into(), "OVERRIDE=image".into()]),
+        working_dir: Some("/etc".into()),
+        ..Default::default()
+    };
+    push_dir(&RegistryClient::new(), &image, &rootfs, &config)
+        .await
+        .expect("pushing the busybox image");
+    let rt = OciRuntime::new(OciConfig::new(scratch.path().join("oci")))
+        .await
+        .expect("starting the runtime");
+    Fixture {
+        _registry: registry,
+        scratch,
+        image,
+        rt,
+    }
+}
+
+impl Fixture {
+    fn spec(&self, id: &str, script: &str) -> ContainerSpec {
+        let mut spec = ContainerSpec::new(
+            id,
+            ImageSource::Registry(self.image.clone()),
+            self.scratch.path().join("logs").join(format!("{id}.log")),
+        );
+        if !script.is_empty() {
+            spec.command = vec!["/bin/sh".into(), "-c".into(), script.into()];
+        }
+        spec
+    }
+}
+
+fn quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+impl Workloads for Fixture {
+    fn spec(&self, id: &str, steps: &[Step]) -> ContainerSpec {
+        let script: Vec<String> = steps
+            .iter()
+            .map(|s| match s {
+                Step::Echo(t) => format!("echo {}", quote(t)),
+                Step::Stderr(t) => format!("echo {} >&2", quote(t)),
+                Step::Env => "env".into(),
+                Step::Cat(p) => format!("cat {} || exit 1", quote(p)),
+                Step::Write(p, t) => format!("printf %s {} > {} || exit 1", quote(t), quote(p)),
+                Step::TickForever(ms) => format!(
+                    "i=0; while true; do i=$((i+1)); echo \"tick $i\"; usleep {}; done",
+                    ms * 1000
+                ),
+                Step::Exit(c) => format!("exit {c}"),
+            })
+            .collect();
+        Fixture::spec(self, id, &script.join("\n"))
+    }
+
+    fn scratch_dir(&self) -> PathBuf {
+        self.scratch.path().join("volumes")
+    }
+}
+
+async fn run(rt: &OciRuntime, spec: ContainerSpec) -> skiff_sdk::runtime::Termination {
+    rt.start(spec.clone()).await.expect("starting");
+    let status = tokio::time::timeout(Duration::from_secs(60), rt.wait(&spec.id))
+        .await
+        .expect("the container ends within a minute")
+        .expect("waiting");
+    status.termination().cloned().expect("terminated")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runc_runtime() {
+    let f = fixture().await;
+
+    // Everything the wasm runtime is held to.
+    conformance::run_all(&f.rt, &f, "conf").await;
+
+    // The image's Cmd, Env and WorkingDir apply when the pod says nothing.
+    let spec = f.spec("image-defaults", "");
+    let t = run(&f.rt, spec.clone()).await;
+    assert_eq!(t.reason, TerminationReason::Completed, "{t:?}");
+    assert_eq!(
+        LogReader::read_text(&spec.log_path).unwrap(),
+        "default cmd\n"
+    );
+    let mut spec = f.spec(
+        "image-env",
+        "echo $FROM_IMAGE $OVERRIDE $(pwd) $(hostname); cat greeting",
+    );
+    spec.env = vec![("OVERRIDE".into(), "pod".into())];
+    spec.hostname = Some("web-0".into());
+    let t = run(&f.rt, spec.clone()).await;
+    assert_eq!(t.exit_code, 0, "{t:?}");
+    assert_eq!(
+        LogReader::read_text(&spec.log_path).unwrap(),
+        "yes pod /etc web-0\nfrom the image\n"
+    );
+
+    // Writes go to the container's own layer: the next container of the
+    // image does not see them.
+    let t = run(
+        &f.rt,
+        f.spec(
+            "layer-a",
+            "echo changed > /etc/greeting && cat /etc/greeting",
+        ),
+    )
+    .await;
+    assert_eq!(t.exit_code, 0, "{t:?}");
+    let spec = f.spec("layer-b", "cat /etc/greeting");
+    run(&f.rt, spec.clone()).await;
+    assert_eq!(
+        LogReader::read_text(&spec.log_path).unwrap(),
+        "from the image\n"
+    );
+
+    // A missing binary is a StartError with runc's reason.
+    let mut spec = f.spec("no-binary", "");
+    spec.command = vec!["/bin/does-not-exist".into()];
+    let status = f.rt.start(spec.clone()).await.expect("start answers");
+    let t = match status.termination() {
+        Some(t) => t.clone(),
+        None => {
+            f.rt.wait(&spec.id)
+                .await
+                .unwrap()
+                .termination()
+                .cloned()
+                .unwrap()
+        }
+    };
+    assert_eq!(t.reason, TerminationReason::StartError, "{t:?}");
+    assert!(t.message.contains("does-not-exist"), "{t:?}");
+
+    // A process over its memory limit is OOMKilled, and only it.
+    let mut spec = f.spec(
+        "oom",
+        "x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived",
+    );
+    spec.limits.memory_bytes = Some(32 << 20);
+    let t = run(&f.rt, spec.clone()).await;
+    assert_eq!(
+        (t.reason, t.exit_code),
+        (TerminationReason::OomKilled, 137),
+        "{t:?}\n{}",
+        LogReader::read_text(&spec.log_path).unwrap_or_default()
+    );
+    // A stop of a limited container is not an OOM kill.
+    let mut spec = f.spec("limited-stop", "sleep 600");
+    spec.limits.memory_bytes = Some(32 << 20);
+    f.rt.start(spec.clone()).await.unwrap();
+    let s = f.rt.stop(&spec.id, Duration::ZERO).await.unwrap();
+    assert_eq!(s.termination().unwrap().reason, TerminationReason::Error);
+
+    // exec runs in the container.
+    let spec = f.spec("exec", "echo inside > /tmp/mark; sleep 600");
+    f.rt.start(spec.clone()).await.unwrap();
+    let mut out = None;
+    for _ in 0..100 {
+        let o =
+            f.rt.exec(&spec.id, vec!["cat".into(), "/tmp/mark".into()])
+                .await
+                .unwrap();
+        if o.exit_code == 0 {
+            out = Some(o);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(out.expect("exec never saw the file").stdout, b"inside\n");
+    let o =
+        f.rt.exec(&spec.id, vec!["sh".into(), "-c".into(), "exit 7".into()])
+            .await
+            .unwrap();
+    assert_eq!(o.exit_code, 7);
+    f.rt.remove(&spec.id).await.unwrap();
+
+    // activeDeadlineSeconds.
+    let mut spec = f.spec("deadline", "sleep 600");
+    spec.active_deadline = Some(Duration::from_millis(300));
+    let t = run(&f.rt, spec).await;
+    assert_eq!(t.reason, TerminationReason::DeadlineExceeded, "{t:?}");
+
+    // An image that is not there is a pull error (the agent's ErrImagePull).
+    let mut spec = f.spec("missing-image", "true");
+    spec.image = ImageSource::parse(&format!("{}/test/nothing:1", f.image.registry)).unwrap();
+    match f.rt.start(spec).await {
+        Err(RuntimeError::Pull { message, .. }) => {
+            assert!(message.contains("not found"), "{message}")
+        }
+        other => panic!("a missing image: {other:?}"),
+    }
+
+    // Nothing is left mounted once the containers are removed.
+    for s in f.rt.list() {
+        f.rt.remove(&s.id).await.unwrap();
+    }
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let ours = f.scratch.path().to_string_lossy().into_owned();
+    assert!(
+        !mounts.contains(&ours),
+        "mounts left behind:\n{}",
+        mounts
+            .lines()
+            .filter(|l| l.contains(&ours))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_runtime_removes_what_an_old_one_left() {
+    let f = fixture().await;
+    let spec = f.spec("left", "sleep 600");
+    f.rt.start(spec.clone()).await.unwrap();
+    assert!(f.rt.status(&spec.id).unwrap().is_running());
+    // A second runtime on the same directory, as after an agent restart.
+    let again = OciRuntime::new(OciConfig::new(f.scratch.path().join("oci")))
+        .await
+        .unwrap();
+    assert!(again.list().is_empty());
+    let t = tokio::time::timeout(Duration::from_secs(10), f.rt.wait(&spec.id))
+        .await
+        .expect("the old container was killed")
+        .unwrap();
+    assert!(t.termination().is_some());
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(&*f.scratch.path().to_string_lossy()));
+}
