@@ -36,9 +36,11 @@ build_release() {
     cargo build --release --locked -p skiff
 }
 
-# The wasm runtime's tests and benchmark: the rust targets the guests in
-# examples/ build for, a local OCI registry (Debian's docker-registry), and
-# runc + a static busybox for the start-time comparison.
+# The runtimes' tests, the demo and the benchmark: the rust targets the
+# guests in examples/ build for, a local OCI registry (Debian's
+# docker-registry), runc + a static busybox (container images made on the
+# spot, the start-time comparison) and iproute2 (container pods' network
+# namespaces).
 ensure_wasm_deps() {
     local targets
     targets="$(rustup target list --installed 2>/dev/null || true)"
@@ -49,6 +51,7 @@ ensure_wasm_deps() {
     command -v docker-registry >/dev/null || missing+=(docker-registry)
     command -v runc >/dev/null || missing+=(runc)
     dpkg -s busybox-static >/dev/null 2>&1 || missing+=(busybox-static)
+    command -v ip >/dev/null || missing+=(iproute2)
     if [ ${#missing[@]} -gt 0 ]; then
         log "installing ${missing[*]}"
         if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi

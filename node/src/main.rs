@@ -60,6 +60,40 @@ enum ImageCmd {
         /// spoken to over plain HTTP, all others over HTTPS).
         reference: String,
     },
+    /// Push a directory as a one-layer container image (like `docker
+    /// import`), e.g. a root filesystem made by scripts/busybox-rootfs.
+    Import {
+        /// The root filesystem.
+        dir: PathBuf,
+        /// Where to push it, as for `push`.
+        reference: String,
+        /// The image's Entrypoint: a JSON array, or words split on spaces.
+        #[arg(long)]
+        entrypoint: Option<String>,
+        /// The image's Cmd: a JSON array, or words split on spaces.
+        #[arg(long)]
+        cmd: Option<String>,
+        /// An environment variable NAME=value (repeatable).
+        #[arg(long = "env")]
+        env: Vec<String>,
+        /// The working directory.
+        #[arg(long)]
+        workdir: Option<String>,
+        /// The user (uid[:gid] or name[:group] from the image's /etc/passwd).
+        #[arg(long)]
+        user: Option<String>,
+    },
+}
+
+/// `--cmd`/`--entrypoint`: a JSON array of strings, or words.
+fn argv_flag(flag: &str, value: Option<String>) -> anyhow::Result<Option<Vec<String>>> {
+    let Some(v) = value else { return Ok(None) };
+    if v.trim_start().starts_with('[') {
+        return serde_json::from_str(&v)
+            .map(Some)
+            .with_context(|| format!("--{flag} {v:?} is not a JSON array of strings"));
+    }
+    Ok(Some(v.split_whitespace().map(str::to_string).collect()))
 }
 
 #[derive(Subcommand)]
@@ -335,6 +369,43 @@ fn run(cmd: Cmd) -> Result<()> {
             let digest = skiff_sdk::registry::RegistryClient::new()
                 .push_wasm(&image, wasm.into())
                 .await?;
+            println!("pushed {reference} ({digest})");
+            Ok(())
+        }),
+        Cmd::Image {
+            cmd:
+                ImageCmd::Import {
+                    dir,
+                    reference,
+                    entrypoint,
+                    cmd,
+                    env,
+                    workdir,
+                    user,
+                },
+        } => rt.block_on(async move {
+            let image = skiff_sdk::runtime::ImageRef::parse(&reference)
+                .map_err(|e| anyhow::anyhow!("{reference:?}: {e}"))?;
+            if !dir.is_dir() {
+                bail!("{} is not a directory", dir.display());
+            }
+            if let Some(bad) = env.iter().find(|e| !e.contains('=')) {
+                bail!("--env {bad:?} is not NAME=value");
+            }
+            let config = oci_bridge::image::ImageConfig {
+                entrypoint: argv_flag("entrypoint", entrypoint)?,
+                cmd: argv_flag("cmd", cmd)?,
+                env: (!env.is_empty()).then_some(env),
+                working_dir: workdir,
+                user,
+            };
+            let digest = oci_bridge::image::push_dir(
+                &skiff_sdk::registry::RegistryClient::new(),
+                &image,
+                &dir,
+                &config,
+            )
+            .await?;
             println!("pushed {reference} ({digest})");
             Ok(())
         }),

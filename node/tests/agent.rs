@@ -92,9 +92,11 @@ async fn the_agent_runs_pods_through_their_lives() {
         .to_vec();
     // A one-second first back-off keeps the crash loop quick; the
     // Kubernetes default is 10 s.
+    // A wasm-only node (no runc), whatever this host could do.
     let env = [
         ("SKIFF_AGENT_INITIAL_BACKOFF", "1s"),
         ("SKIFF_AGENT_POD_IP_BLOCK", BLOCK),
+        ("SKIFF_AGENT_CONTAINERS", "false"),
     ];
     m.start_with_env(&env);
     m.wait_api(Duration::from_secs(30)).await;

@@ -16,32 +16,21 @@ use skiff_sdk::runtime::{
     ContainerSpec, ImageRef, ImageSource, LogReader, Runtime, RuntimeError, TerminationReason,
 };
 
-/// A root filesystem with busybox and a link per applet.
+/// A root filesystem with busybox and a link per applet
+/// (`scripts/busybox-rootfs`, which the demo uses too).
 fn busybox_rootfs(dir: &Path) {
-    let busybox = ["/bin/busybox", "/usr/bin/busybox"]
-        .into_iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
-        .expect("busybox-static is not installed (scripts/test installs it)");
-    for d in ["bin", "etc", "tmp", "root"] {
-        std::fs::create_dir_all(dir.join(d)).unwrap();
-    }
-    std::fs::copy(&busybox, dir.join("bin/busybox")).unwrap();
-    let list = std::process::Command::new(&busybox)
-        .arg("--list")
+    let manifest = std::env::var("CARGO_MANIFEST_DIR").unwrap_or(env!("CARGO_MANIFEST_DIR").into());
+    let script = Path::new(&manifest).join("../scripts/busybox-rootfs");
+    let out = std::process::Command::new(&script)
+        .arg(dir)
         .output()
         .unwrap();
-    for applet in String::from_utf8_lossy(&list.stdout).lines() {
-        if applet != "busybox" && !applet.is_empty() {
-            let _ = std::os::unix::fs::symlink("busybox", dir.join("bin").join(applet));
-        }
-    }
-    std::fs::write(
-        dir.join("etc/passwd"),
-        "root:x:0:0:root:/root:/bin/sh\nwww:x:33:33:www:/tmp:/bin/sh\n",
-    )
-    .unwrap();
-    std::fs::write(dir.join("etc/group"), "root:x:0:\nwww:x:33:\n").unwrap();
+    assert!(
+        out.status.success(),
+        "{}: {}",
+        script.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
     std::fs::write(dir.join("etc/greeting"), "from the image\n").unwrap();
 }
 

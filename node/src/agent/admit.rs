@@ -41,7 +41,7 @@ pub enum Verdict {
 }
 
 /// Decides whether `pod` may run on node `node`.
-pub fn admit(pod: &Pod, node: &str, capacity: Capacity, used: &Usage) -> Verdict {
+pub fn admit(pod: &Pod, node: &str, containers: bool, capacity: Capacity, used: &Usage) -> Verdict {
     let reject = |reason: &str, message: String| Verdict::Reject {
         reason: reason.to_string(),
         message: format!("Pod was rejected: {message}"),
@@ -51,7 +51,7 @@ pub fn admit(pod: &Pod, node: &str, capacity: Capacity, used: &Usage) -> Verdict
         .as_ref()
         .and_then(|s| s.runtime_class_name.as_deref())
         .filter(|c| !c.is_empty());
-    if class != Some(WASM_RUNTIME_CLASS) {
+    if class != Some(WASM_RUNTIME_CLASS) && !containers {
         let asked = match class {
             Some(c) => format!("runtimeClassName {c:?}"),
             None => "no runtimeClassName".to_string(),
@@ -121,6 +121,7 @@ mod tests {
         let v = admit(
             &pod(Some("wasm"), "500m", "64Mi"),
             "n",
+            false,
             CAP,
             &Usage::default(),
         );
@@ -131,15 +132,18 @@ mod tests {
     }
 
     #[test]
-    fn other_runtimes_are_rejected() {
+    fn container_pods_need_a_node_with_containers() {
         for class in [None, Some("runc")] {
             let Verdict::Reject { reason, message } =
-                admit(&pod(class, "1m", "1"), "n", CAP, &Usage::default())
+                admit(&pod(class, "1m", "1"), "n", false, CAP, &Usage::default())
             else {
                 panic!("admitted")
             };
             assert_eq!(reason, "UnsupportedRuntime");
             assert!(message.contains("OCI runtime"), "{message}");
+            // A node with runc takes them.
+            let v = admit(&pod(class, "1m", "1"), "n", true, CAP, &Usage::default());
+            assert!(matches!(v, Verdict::Admit(_)), "{v:?}");
         }
     }
 
@@ -150,7 +154,7 @@ mod tests {
             cpu_millis: 1800,
             ..Default::default()
         });
-        let v = admit(&pod(Some("wasm"), "500m", "1Mi"), "n", CAP, &used);
+        let v = admit(&pod(Some("wasm"), "500m", "1Mi"), "n", true, CAP, &used);
         assert_eq!(
             v,
             Verdict::Reject {
@@ -160,12 +164,13 @@ mod tests {
                     .into()
             }
         );
-        let v = admit(&pod(Some("wasm"), "1m", "2Gi"), "n", CAP, &used);
+        let v = admit(&pod(Some("wasm"), "1m", "2Gi"), "n", true, CAP, &used);
         assert!(matches!(v, Verdict::Reject { reason, .. } if reason == "OutOfmemory"));
         used.pods = 110;
         let v = admit(
             &pod(Some("wasm"), "1m", "1"),
             "n",
+            true,
             CAP,
             &Usage {
                 pods: 110,

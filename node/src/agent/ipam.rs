@@ -146,15 +146,24 @@ impl PodIps {
     }
 
     /// Forgets every pod `keep` says no to (pods deleted while the agent
-    /// was down).
-    pub fn retain(&mut self, keep: impl Fn(&str) -> bool) {
-        let before = self.state.pods.len();
-        self.state.pods.retain(|uid, _| keep(uid));
-        if self.state.pods.len() != before
+    /// was down); returns them with their addresses.
+    pub fn retain(&mut self, keep: impl Fn(&str) -> bool) -> Vec<(String, Ipv4Addr)> {
+        let gone: Vec<(String, Ipv4Addr)> = self
+            .state
+            .pods
+            .iter()
+            .filter(|(uid, _)| !keep(uid))
+            .map(|(uid, &h)| (uid.clone(), self.addr(h)))
+            .collect();
+        for (uid, _) in &gone {
+            self.state.pods.remove(uid);
+        }
+        if !gone.is_empty()
             && let Err(e) = self.save()
         {
             tracing::warn!("{e}");
         }
+        gone
     }
 
     /// Written to a temporary file and renamed, so a crash leaves the old

@@ -1,6 +1,8 @@
 //! The node agent: skiff's kubelet. It registers this host as a Node (and
 //! keeps its Lease and status fresh), watches the pods bound to it, and runs
-//! them through the runtime trait (`wasm-shim` today): admission, pod IPs,
+//! them through the runtime trait (`wasm-shim` for `runtimeClassName: wasm`,
+//! `oci-bridge` for the other pods): admission, pod IPs and container pods'
+//! network namespaces,
 //! env and volumes, init containers, restart back-off, probes, graceful
 //! termination, and pod status written through `pods/status`.
 //!
@@ -20,6 +22,7 @@
 //! are kept.
 //!
 //! State under [`AgentConfig::data_dir`]: `wasm/` (the compile cache),
+//! `oci/` (container images, bundles, runc's state),
 //! `pods/<uid>/volumes/` (volumes), `logs/` (container logs, see
 //! [`log_path`]), `pod-ips.json`.
 
@@ -29,6 +32,7 @@ mod ipam;
 pub mod logs;
 mod node;
 mod plan;
+mod podnet;
 mod probe;
 mod resolve;
 mod status;
@@ -94,6 +98,9 @@ pub struct Tuning {
     pub lease_duration: Duration,
     /// How often the Node's status (conditions, heartbeat) is posted.
     pub status_interval: Duration,
+    /// Run Linux containers (runc) when the host can;
+    /// `SKIFF_AGENT_CONTAINERS=false` makes a wasm-only node.
+    pub containers: bool,
 }
 
 impl Default for Tuning {
@@ -105,6 +112,7 @@ impl Default for Tuning {
             lease_renew: Duration::from_secs(2),
             lease_duration: Duration::from_secs(10),
             status_interval: Duration::from_secs(10),
+            containers: true,
         }
     }
 }
@@ -131,6 +139,13 @@ impl Tuning {
                 .filter(|b| *b > 0 && *b < 255)
                 .with_context(|| format!("SKIFF_AGENT_POD_IP_BLOCK={v:?} is not in 1..=254"))?;
             t.pod_ip_block = Some(b);
+        }
+        if let Some(v) = var("SKIFF_AGENT_CONTAINERS") {
+            t.containers = match v.as_str() {
+                "true" | "1" => true,
+                "false" | "0" => false,
+                _ => anyhow::bail!("SKIFF_AGENT_CONTAINERS={v:?} is neither true nor false"),
+            };
         }
         Ok(t)
     }
@@ -182,6 +197,9 @@ pub(crate) struct Ctx {
     pub cfg: AgentConfig,
     pub tuning: Tuning,
     pub runtime: WasmRuntime,
+    /// Linux containers, when this host can run them
+    /// ([`oci_bridge::host_supports_containers`]).
+    pub oci: Option<oci_bridge::OciRuntime>,
     pub recorder: Recorder,
     pub ips: Mutex<ipam::PodIps>,
     pub host_ip: IpAddr,
@@ -254,7 +272,27 @@ pub async fn run_with(
         .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
     let runtime = WasmRuntime::new(RuntimeConfig::new(cfg.data_dir.join("wasm")))
         .context("starting the wasm runtime")?;
+    let oci = if tuning.containers {
+        match oci_bridge::host_supports_containers() {
+            Ok(runc) => {
+                let mut oc = oci_bridge::OciConfig::new(cfg.data_dir.join("oci"));
+                oc.runc = runc;
+                Some(
+                    oci_bridge::OciRuntime::new(oc)
+                        .await
+                        .context("starting the container runtime")?,
+                )
+            }
+            Err(why) => {
+                tracing::info!(node = %cfg.node_name, "no container runtime: {why}; this node runs wasm pods only");
+                None
+            }
+        }
+    } else {
+        None
+    };
     let mut sys = node::SystemInfo::read();
+    sys.containers = oci.is_some();
     // Bound before the Node is registered, so that its status names the
     // real port (the flag may say 0).
     let kubelet = match (&cfg.serving, cfg.kubelet_listen) {
@@ -310,6 +348,7 @@ pub async fn run_with(
         capacity: sys.capacity(),
         host_ip: sys.internal_ip,
         runtime,
+        oci,
         ips: Mutex::new(ips),
         tuning,
         workloads: Mutex::default(),
@@ -418,7 +457,13 @@ impl Dispatcher {
         {
             used.add(&h.requests);
         }
-        let verdict = admit::admit(&pod, &self.ctx.cfg.node_name, self.ctx.capacity, &used);
+        let verdict = admit::admit(
+            &pod,
+            &self.ctx.cfg.node_name,
+            self.ctx.oci.is_some(),
+            self.ctx.capacity,
+            &used,
+        );
         let (requests, rejection) = match verdict {
             admit::Verdict::Admit(r) => (r, None),
             admit::Verdict::Reject { reason, message } if new => (
@@ -470,10 +515,17 @@ impl Dispatcher {
     /// After the first list: forgets addresses, volumes and logs of pods
     /// that were deleted while the agent was down.
     fn forget_strays(&self) {
-        self.ctx
+        let gone = self
+            .ctx
             .ips
             .lock()
             .retain(|uid| self.workers.contains_key(uid));
+        if self.ctx.oci.is_some() {
+            // A container pod's network namespace, if it was one.
+            for (uid, ip) in gone {
+                tokio::spawn(async move { podnet::teardown(&uid, podnet::container_ip(ip)).await });
+            }
+        }
         let data = &self.ctx.cfg.data_dir;
         for entry in std::fs::read_dir(data.join("pods"))
             .into_iter()

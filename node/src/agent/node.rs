@@ -26,6 +26,7 @@ use crate::controllers::events::now;
 
 /// The label that sends wasm pods here.
 pub const LABEL_RUNTIME_WASM: &str = skiff_sched::model::LABEL_RUNTIME_WASM;
+pub const LABEL_RUNTIME_OCI: &str = skiff_sched::model::LABEL_RUNTIME_OCI;
 pub const KUBELET_VERSION: &str = "v1.33.0-skiff";
 pub const RUNTIME_VERSION: &str = "wasmtime://48";
 /// Pods per node, the kubelet's default `maxPods`.
@@ -47,6 +48,8 @@ pub struct SystemInfo {
     /// The port of the agent's log endpoint, advertised as the Node's
     /// `status.daemonEndpoints.kubeletEndpoint`.
     pub kubelet_port: Option<u16>,
+    /// Linux containers run here (label `skiff.dev/runtime-oci`).
+    pub containers: bool,
 }
 
 fn read_trimmed(path: &str) -> Option<String> {
@@ -88,6 +91,7 @@ impl SystemInfo {
                 .unwrap_or_else(|| "localhost".into()),
             internal_ip: internal_ip(),
             kubelet_port: None,
+            containers: false,
             machine_id,
         }
     }
@@ -129,13 +133,16 @@ pub fn arch() -> &'static str {
 
 /// The Node's labels: the well-known ones, the runtime's, then the
 /// configured ones (which may override).
-pub fn labels(cfg: &AgentConfig) -> BTreeMap<String, String> {
+pub fn labels(cfg: &AgentConfig, containers: bool) -> BTreeMap<String, String> {
     let mut l = BTreeMap::from([
         (LABEL_HOSTNAME.to_string(), cfg.node_name.clone()),
         (LABEL_OS.to_string(), "linux".to_string()),
         (LABEL_ARCH.to_string(), arch().to_string()),
         (LABEL_RUNTIME_WASM.to_string(), "true".to_string()),
     ]);
+    if containers {
+        l.insert(LABEL_RUNTIME_OCI.to_string(), "true".to_string());
+    }
     l.extend(cfg.labels.clone());
     l
 }
@@ -261,7 +268,7 @@ pub async fn register(
 ) -> anyhow::Result<Node> {
     let api: Api<Node> = Api::all(client);
     let name = cfg.node_name.as_str();
-    let labels = labels(cfg);
+    let labels = labels(cfg, sys.containers);
     let node = match api.get_opt(name).await? {
         None => {
             let node = Node {
@@ -454,6 +461,7 @@ mod tests {
             hostname: "h".into(),
             internal_ip: "10.0.0.5".parse().unwrap(),
             kubelet_port: Some(10250),
+            containers: false,
         }
     }
 
@@ -496,11 +504,12 @@ mod tests {
             serving: None,
             control_streams: None,
         };
-        let l = labels(&cfg);
+        let l = labels(&cfg, false);
         assert_eq!(l[LABEL_RUNTIME_WASM], "true");
         assert_eq!(l[LABEL_HOSTNAME], "n1");
         assert_eq!(l["kubernetes.io/os"], "linux");
         assert_eq!(l["zone"], "a");
-        assert!(!l.contains_key("skiff.dev/runtime-oci"));
+        assert!(!l.contains_key(LABEL_RUNTIME_OCI));
+        assert_eq!(labels(&cfg, true)[LABEL_RUNTIME_OCI], "true");
     }
 }

@@ -16,12 +16,13 @@ use serde_json::Value;
 use skiff_sdk::client::{Api, DeleteParams, PatchType};
 use skiff_sdk::runtime::{
     ContainerId, ContainerSpec, ContainerStatus, ImageSource, Limits, PreparedImage, Runtime,
-    RuntimeError, Termination, TerminationReason, Workload, exit_code,
+    RuntimeError, Termination, TerminationReason, WASM_RUNTIME_CLASS, Workload, exit_code,
 };
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::plan::{self, Ended, Phase, Record, RestartPolicy, Run, Waiting};
+use super::podnet;
 use super::probe::{self, Counter, Kind, Verdict};
 use super::resolve::{self, Downward, Lookup, ResolveError};
 use super::status::{self, PodEnd};
@@ -83,6 +84,10 @@ pub struct Worker {
     records: Vec<Record>,
     live: Vec<Option<Live>>,
     pod_ip: Option<IpAddr>,
+    /// It runs on the OCI runtime (no `runtimeClassName: wasm`), in a
+    /// network namespace of its own once `netns` is set.
+    oci: bool,
+    netns: Option<std::path::PathBuf>,
     start_time: Option<SystemTime>,
     /// A pod-level end (rejection, deadline).
     end: Option<PodEnd>,
@@ -167,9 +172,16 @@ impl Worker {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         let (exit_tx, exit_rx) = mpsc::unbounded_channel();
         let (probe_tx, probe_rx) = mpsc::unbounded_channel();
-        let pod_ip = ctx.ips.lock().get(&uid).map(IpAddr::V4);
+        let oci = !is_wasm(&pod);
+        let pod_ip = ctx
+            .ips
+            .lock()
+            .get(&uid)
+            .map(|ip| IpAddr::V4(if oci { podnet::container_ip(ip) } else { ip }));
         Worker {
             pod_ip,
+            oci,
+            netns: None,
             ctx,
             namespace: pod.metadata.namespace.clone().unwrap_or_default(),
             name: pod.metadata.name.clone().unwrap_or_default(),
@@ -318,9 +330,23 @@ impl Worker {
         if self.pod_ip.is_none() {
             let allocated = self.ctx.ips.lock().allocate(&self.uid);
             match allocated {
+                Ok(ip) if self.oci => self.pod_ip = Some(IpAddr::V4(podnet::container_ip(ip))),
                 Ok(ip) => self.pod_ip = Some(IpAddr::V4(ip)),
                 Err(e) => {
                     self.event(None, true, "FailedCreatePodSandBox", e.to_string())
+                        .await;
+                    return Flow::Wait(Some(Duration::from_secs(10)));
+                }
+            }
+        }
+        if self.oci
+            && self.netns.is_none()
+            && let Some(IpAddr::V4(ip)) = self.pod_ip
+        {
+            match podnet::setup(&self.uid, ip).await {
+                Ok(path) => self.netns = Some(path),
+                Err(e) => {
+                    self.event(None, true, "FailedCreatePodSandBox", format!("{e:#}"))
                         .await;
                     return Flow::Wait(Some(Duration::from_secs(10)));
                 }
@@ -400,8 +426,28 @@ impl Worker {
         }
         for r in &self.records {
             if let Some(run) = &r.run {
-                let _ = self.ctx.runtime.remove(&run.id.as_str().into()).await;
+                let _ = self.rt().remove(&run.id.as_str().into()).await;
             }
+        }
+        self.release_network().await;
+    }
+
+    /// The runtime this pod's containers run on.
+    fn rt(&self) -> Arc<dyn Runtime> {
+        if self.oci
+            && let Some(oci) = &self.ctx.oci
+        {
+            return Arc::new(oci.clone());
+        }
+        self.ctx.runtime()
+    }
+
+    /// Gives the pod's address back, and its network namespace.
+    async fn release_network(&mut self) {
+        if self.netns.take().is_some()
+            && let Some(IpAddr::V4(ip)) = self.pod_ip
+        {
+            podnet::teardown(&self.uid, ip).await;
         }
         self.ctx.ips.lock().release(&self.uid);
     }
@@ -481,7 +527,7 @@ impl Worker {
         let present = self.ctx.mark_pulled(&image);
         if present
             && !always
-            && let Ok(p) = self.ctx.runtime.prepare(source).await
+            && let Ok(p) = self.rt().prepare(source).await
         {
             self.event(
                 Some(i),
@@ -500,7 +546,7 @@ impl Worker {
         )
         .await;
         let t0 = std::time::Instant::now();
-        match self.ctx.runtime.prepare(source).await {
+        match self.rt().prepare(source).await {
             Ok(p) => {
                 let took = t0.elapsed();
                 self.event(
@@ -585,7 +631,11 @@ impl Worker {
                 return;
             }
         };
-        let workload = self.ctx.workload(&source, &prepared).await;
+        let workload = if self.oci {
+            Workload::Command
+        } else {
+            self.ctx.workload(&source, &prepared).await
+        };
 
         let rec = &self.records[i];
         let restarting = rec.run.is_some();
@@ -649,10 +699,10 @@ impl Worker {
                         .duration_since(now)
                         .unwrap_or_default()
                 }),
-            hostname: None,
-            network_namespace: None,
+            hostname: Some(self.name.clone()),
+            network_namespace: self.netns.clone(),
         };
-        let started = match self.ctx.runtime.start(spec).await {
+        let started = match self.rt().start(spec).await {
             Ok(s) => s,
             Err(e) => {
                 // No new instance: the log is still the last one's.
@@ -758,7 +808,7 @@ impl Worker {
                 }
                 Err(e) => {
                     let message = format!("listening on {addr}: {e}");
-                    let stopped = self.ctx.runtime.stop(&id, Duration::ZERO).await;
+                    let stopped = self.rt().stop(&id, Duration::ZERO).await;
                     let mut ended = match stopped.as_ref().ok().and_then(|s| s.termination()) {
                         Some(t) => ended_from(t, &id),
                         None => ended_from(
@@ -792,7 +842,7 @@ impl Worker {
         )
         .await;
 
-        let runtime = self.ctx.runtime();
+        let runtime = self.rt();
         let mut tasks = Vec::new();
         {
             let tx = self.exit_tx.clone();
@@ -927,7 +977,7 @@ impl Worker {
         };
         let id = live.id.clone();
         live.abort().await;
-        let status = self.ctx.runtime.stop(&id, grace).await;
+        let status = self.rt().stop(&id, grace).await;
         let r = &mut self.records[i];
         let mut ended = match status.as_ref().ok().and_then(ContainerStatus::termination) {
             Some(t) => ended_from(t, &id),
@@ -968,7 +1018,7 @@ impl Worker {
             if let Some(live) = self.live[i].take() {
                 let id = live.id.clone();
                 live.abort().await;
-                let rt = self.ctx.runtime.clone();
+                let rt = self.rt();
                 stopping.push(async move { (i, id.clone(), rt.stop(&id, grace).await) });
             }
         }
@@ -1027,10 +1077,10 @@ impl Worker {
         }
         for r in &self.records {
             if let Some(run) = &r.run {
-                let _ = self.ctx.runtime.remove(&run.id.as_str().into()).await;
+                let _ = self.rt().remove(&run.id.as_str().into()).await;
             }
         }
-        self.ctx.ips.lock().release(&self.uid);
+        self.release_network().await;
         self.active.store(false, Ordering::SeqCst);
         let _ = std::fs::remove_dir_all(self.ctx.pod_dir(&self.uid));
     }
@@ -1087,4 +1137,12 @@ impl Worker {
             }
         }
     }
+}
+
+/// Whether the pod runs on the wasm runtime (`runtimeClassName: wasm`).
+pub fn is_wasm(pod: &Pod) -> bool {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.runtime_class_name.as_deref())
+        == Some(WASM_RUNTIME_CLASS)
 }

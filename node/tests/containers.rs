@@ -1,0 +1,284 @@
+//! Linux container pods end to end, as a k3s user runs them: an image made
+//! on the spot from busybox (`scripts/busybox-rootfs`, pushed with
+//! `skiff image import` to a loopback registry), a Deployment with no
+//! RuntimeClass applied with the real kubectl, pods on runc in network
+//! namespaces of their own answering on their 10.42.x.y addresses, exec
+//! probes, a Job and its logs, an OOM kill, and nothing left behind after
+//! deletion. Needs root and runc (scripts/test installs runc).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::{Member, http_get, kubectl, kubectl_ok, wait_for};
+use skiff_sdk::registry::testing::LocalRegistry;
+
+fn jsonpath(m: &Member, args: &[&str], path: &str) -> String {
+    let mut a = args.to_vec();
+    let p = format!("jsonpath={path}");
+    a.extend(["-o", &p]);
+    kubectl(m, &a, None).1
+}
+
+fn repo_root() -> PathBuf {
+    let manifest = std::env::var("CARGO_MANIFEST_DIR").unwrap_or(env!("CARGO_MANIFEST_DIR").into());
+    Path::new(&manifest).parent().unwrap().to_path_buf()
+}
+
+fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("spawning");
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Removes what the server's containers leave when a failed test kills it
+/// mid-way: runc containers, mounts under the test's directory, and the
+/// pods' network namespaces. Dropped after the server is killed.
+struct Cleanup(PathBuf);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let dir = self.0.to_string_lossy().into_owned();
+        let agent = self.0.join("containers/agent");
+        let runc_root = agent.join("oci/runc");
+        if let Ok(out) = Command::new("runc")
+            .arg("--root")
+            .arg(&runc_root)
+            .args(["list", "-q"])
+            .output()
+        {
+            for id in String::from_utf8_lossy(&out.stdout).lines() {
+                for args in [&["kill", id, "KILL"][..], &["delete", "--force", id]] {
+                    let _ = Command::new("runc")
+                        .arg("--root")
+                        .arg(&runc_root)
+                        .args(args)
+                        .output();
+                }
+            }
+        }
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        for m in mounts.lines().filter_map(|l| l.split(' ').nth(4)) {
+            if m.starts_with(&dir) {
+                let _ = Command::new("umount").args(["-l", m]).output();
+            }
+        }
+        let ips = std::fs::read_to_string(agent.join("pod-ips.json")).unwrap_or_default();
+        let netns = Command::new("ip").args(["netns", "list"]).output();
+        for ns in netns
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+        {
+            if let Some(uid) = ns.strip_prefix("skiff-")
+                && ips.contains(uid)
+            {
+                let host: String = uid
+                    .chars()
+                    .filter(char::is_ascii_hexdigit)
+                    .take(12)
+                    .collect();
+                let _ = Command::new("ip")
+                    .args(["link", "del", &format!("sk{host}")])
+                    .output();
+                let _ = Command::new("ip").args(["netns", "del", ns]).output();
+            }
+        }
+    }
+}
+
+const APP: &str = r#"apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+spec:
+  replicas: 2
+  selector:
+    matchLabels: {app: web}
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      containers:
+      - name: httpd
+        image: IMAGE
+        ports: [{containerPort: 8080}]
+        readinessProbe:
+          httpGet: {path: /, port: 8080}
+          periodSeconds: 1
+        livenessProbe:
+          exec: {command: [cat, /www/index.html]}
+          periodSeconds: 2
+---
+apiVersion: batch/v1
+kind: Job
+metadata:
+  name: say
+spec:
+  template:
+    spec:
+      restartPolicy: Never
+      containers:
+      - name: say
+        image: IMAGE
+        command: [sh, -c, 'echo "job says $GREETING from $(hostname)"']
+        env: [{name: GREETING, value: hello}]
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: hog
+spec:
+  restartPolicy: Never
+  containers:
+  - name: hog
+    image: IMAGE
+    command: [sh, -c, 'x=$(head -c 200000000 /dev/zero | tr "\0" a); echo survived']
+    resources:
+      limits: {memory: 32Mi}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn container_pods_run_on_runc() {
+    assert!(
+        oci_bridge::host_supports_containers().is_ok(),
+        "this test needs root and runc: {:?}",
+        oci_bridge::host_supports_containers()
+    );
+    let registry = LocalRegistry::start().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let rootfs = tmp.path().join("rootfs");
+    run_ok(Command::new(repo_root().join("scripts/busybox-rootfs")).arg(&rootfs));
+    std::fs::write(rootfs.join("www/index.html"), "hello from a container\n").unwrap();
+    let image = format!("{}/demo/busybox-httpd:1", registry.addr);
+    let pushed = run_ok(
+        Command::new(env!("CARGO_BIN_EXE_skiff"))
+            .args(["image", "import"])
+            .arg(&rootfs)
+            .arg(&image)
+            .args(["--cmd", r#"["httpd", "-f", "-p", "8080", "-h", "/www"]"#]),
+    );
+    assert!(pushed.contains("sha256:"), "{pushed}");
+
+    let _cleanup = Cleanup(tmp.path().to_path_buf());
+    let mut m = Member::new(tmp.path(), "containers");
+    m.start();
+    m.wait_api(Duration::from_secs(60)).await;
+    let node = wait_for(
+        "the node to run containers",
+        Duration::from_secs(30),
+        || {
+            let l = jsonpath(&m, &["get", "nodes"], "{.items[0].metadata.labels}");
+            if l.contains("skiff.dev/runtime-oci") {
+                Ok(l)
+            } else {
+                Err(l)
+            }
+        },
+    )
+    .await;
+    assert!(
+        node.contains("\"skiff.dev/runtime-oci\":\"true\""),
+        "{node}"
+    );
+
+    kubectl_ok(
+        &m,
+        &["apply", "-f", "-"],
+        Some(&APP.replace("IMAGE", &image)),
+    );
+
+    // Two replicas Ready, each on its own address, serving the image's page.
+    let ips = wait_for("web Ready", Duration::from_secs(90), || {
+        let out = jsonpath(
+            &m,
+            &["get", "pods", "-l", "app=web"],
+            r#"{range .items[*]}{.status.podIP} {.status.conditions[?(@.type=="Ready")].status} {.spec.runtimeClassName}{"\n"}{end}"#,
+        );
+        let ready: Vec<String> = out
+            .lines()
+            .filter(|l| l.split(' ').nth(1) == Some("True"))
+            .map(|l| l.split(' ').next().unwrap_or_default().to_string())
+            .collect();
+        if ready.len() == 2 { Ok(ready) } else { Err(out) }
+    })
+    .await;
+    assert_ne!(ips[0], ips[1]);
+    for ip in &ips {
+        assert!(ip.starts_with("10.42."), "{ip}");
+        let page = http_get(&format!("{ip}:8080"), "/").expect("the pod answers");
+        assert!(page.contains("hello from a container"), "{page}");
+    }
+    let wide = kubectl_ok(&m, &["get", "pods", "-l", "app=web", "-o", "wide"], None);
+    assert!(wide.contains("Running"), "{wide}");
+
+    // The Job runs to completion; its logs are the container's stdout.
+    wait_for("the job to complete", Duration::from_secs(60), || {
+        let s = jsonpath(&m, &["get", "job", "say"], "{.status.succeeded}");
+        if s == "1" { Ok(()) } else { Err(s) }
+    })
+    .await;
+    let logs = kubectl_ok(&m, &["logs", "job/say"], None);
+    assert!(logs.starts_with("job says hello from say-"), "{logs}");
+
+    // Over its memory limit: OOMKilled, as the kubelet reports it.
+    let reason = wait_for("the hog to be OOMKilled", Duration::from_secs(60), || {
+        let r = jsonpath(
+            &m,
+            &["get", "pod", "hog"],
+            "{.status.phase} {.status.containerStatuses[0].state.terminated.reason} {.status.containerStatuses[0].state.terminated.exitCode}",
+        );
+        if r.starts_with("Failed") { Ok(r) } else { Err(r) }
+    })
+    .await;
+    assert_eq!(reason, "Failed OOMKilled 137");
+
+    // Deleting the app removes its containers, mounts and namespaces.
+    let uids = jsonpath(
+        &m,
+        &["get", "pods", "-l", "app=web"],
+        "{.items[*].metadata.uid}",
+    );
+    kubectl_ok(&m, &["delete", "deployment", "web", "--wait"], None);
+    wait_for("web's pods to go", Duration::from_secs(60), || {
+        let left = jsonpath(
+            &m,
+            &["get", "pods", "-l", "app=web"],
+            "{.items[*].metadata.name}",
+        );
+        if left.trim().is_empty() {
+            Ok(())
+        } else {
+            Err(left)
+        }
+    })
+    .await;
+    wait_for(
+        "web's namespaces and mounts to go",
+        Duration::from_secs(20),
+        || {
+            let netns = run_ok(Command::new("ip").args(["netns", "list"]));
+            let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+            let ours = uids
+                .split_whitespace()
+                .filter(|u| netns.contains(u) || mounts.contains(u))
+                .count();
+            if ours == 0 {
+                Ok(())
+            } else {
+                Err(format!("{netns}\n{mounts}"))
+            }
+        },
+    )
+    .await;
+    kubectl_ok(&m, &["delete", "pod", "hog", "--wait"], None);
+    kubectl_ok(&m, &["delete", "job", "say", "--wait"], None);
+}
