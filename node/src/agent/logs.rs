@@ -35,7 +35,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
 use skiff_sdk::client::informer::Store;
 use skiff_sdk::client::quic;
-use skiff_sdk::runtime::{LogLine, LogReader, rfc3339_nanos};
+use skiff_sdk::runtime::{ContainerId, LogLine, LogReader, Runtime, rfc3339_nanos};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
@@ -269,6 +269,10 @@ pub struct LogServer {
     pub tls: Option<NodeTls>,
     pub data_dir: PathBuf,
     pub pods: Arc<Store<Pod>>,
+    /// The runtimes `exec` runs commands through: wasm, and containers
+    /// when this node has them.
+    pub wasm: Arc<dyn Runtime>,
+    pub oci: Option<Arc<dyn Runtime>>,
 }
 
 impl LogServer {
@@ -359,6 +363,7 @@ impl LogServer {
         let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
         let sub = match segs.first() {
             Some(&"containerLogs") => "log",
+            Some(&"exec") => "exec",
             _ => "proxy",
         };
         if !may_read(&user) {
@@ -386,7 +391,91 @@ impl LogServer {
                 };
                 self.container_logs(ns, pod, container, opts)
             }
+            (&Method::GET | &Method::POST, ["exec", ns, pod, container]) => {
+                let command: Vec<String> = req
+                    .uri()
+                    .query()
+                    .unwrap_or("")
+                    .split('&')
+                    .filter_map(|p| p.strip_prefix("command="))
+                    .map(crate::apiserver::handlers::percent_decode)
+                    .collect();
+                self.exec(ns, pod, container, command).await
+            }
             _ => text(StatusCode::NOT_FOUND, "404 page not found"),
+        }
+    }
+
+    /// Runs `command` in a running container and answers its exit code
+    /// and output as JSON (`exitCode`, `stdout`, `stderr`, the last two
+    /// base64): the API server turns it into the exec stream kubectl reads.
+    async fn exec(
+        &self,
+        ns: &str,
+        pod_name: &str,
+        container: &str,
+        command: Vec<String>,
+    ) -> Response<Body> {
+        use base64::Engine as _;
+        let Some(pod) = self.pods.get_in(Some(ns), pod_name) else {
+            return text(
+                StatusCode::NOT_FOUND,
+                format!("pod \"{ns}/{pod_name}\" not found"),
+            );
+        };
+        if command.is_empty() {
+            return text(
+                StatusCode::BAD_REQUEST,
+                "you must specify at least 1 command",
+            );
+        }
+        let status = pod.status.as_ref().and_then(|s| {
+            s.container_statuses
+                .iter()
+                .flatten()
+                .chain(s.init_container_statuses.iter().flatten())
+                .find(|c| c.name == container)
+        });
+        let id = status
+            .filter(|c| c.state.as_ref().is_some_and(|s| s.running.is_some()))
+            .and_then(|c| c.container_id.as_deref())
+            .and_then(|id| id.split_once("://").map(|(_, id)| id.to_string()));
+        let Some(id) = id else {
+            return text(
+                StatusCode::BAD_REQUEST,
+                format!("container {container} is not running in pod {pod_name}"),
+            );
+        };
+        let rt = if super::worker::is_wasm(&pod) {
+            self.wasm.clone()
+        } else {
+            match &self.oci {
+                Some(rt) => rt.clone(),
+                None => self.wasm.clone(),
+            }
+        };
+        let ran = tokio::time::timeout(EXEC_TIMEOUT, rt.exec(&ContainerId::new(id), command)).await;
+        match ran {
+            Err(_) => text(
+                StatusCode::GATEWAY_TIMEOUT,
+                format!(
+                    "the command did not finish within {}s",
+                    EXEC_TIMEOUT.as_secs()
+                ),
+            ),
+            Ok(Err(e)) => text(StatusCode::BAD_REQUEST, e.to_string()),
+            Ok(Ok(out)) => {
+                let b64 = |b: &[u8]| {
+                    base64::engine::general_purpose::STANDARD
+                        .encode(&b[..b.len().min(MAX_EXEC_OUTPUT)])
+                };
+                let body = serde_json::json!({
+                    "exitCode": out.exit_code,
+                    "stdout": b64(&out.stdout),
+                    "stderr": b64(&out.stderr),
+                });
+                full(StatusCode::OK, "application/json", body.to_string())
+            }
         }
     }
 
@@ -496,6 +585,11 @@ impl LogServer {
             .expect("valid response")
     }
 }
+
+/// How long a command run by `exec` may take, and how much of each of its
+/// streams is kept: the answer is whole, not streamed.
+const EXEC_TIMEOUT: Duration = Duration::from_secs(300);
+const MAX_EXEC_OUTPUT: usize = 16 << 20;
 
 fn text(status: StatusCode, message: impl Into<String>) -> Response<Body> {
     full(status, "text/plain; charset=utf-8", message.into())

@@ -365,6 +365,8 @@ pub async fn run_with(
         tls: ctx.cfg.serving.clone(),
         data_dir: ctx.cfg.data_dir.clone(),
         pods: pods.store(),
+        wasm: ctx.runtime(),
+        oci: ctx.oci.clone().map(|rt| Arc::new(rt) as Arc<dyn Runtime>),
     });
     if let Some(listener) = kubelet {
         let (server, stop) = (log_server.clone(), stop.clone());

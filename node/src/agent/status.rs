@@ -73,10 +73,16 @@ pub fn build(i: &Inputs<'_>) -> PodStatus {
     let current = i.pod.status.clone().unwrap_or_default();
     let policy = RestartPolicy::of(i.pod);
     let initialized = i.records.iter().filter(|r| r.init).all(Record::succeeded);
+    // containerID's runtime part, as `containerd://...` on a kubelet.
+    let scheme = if super::worker::is_wasm(i.pod) {
+        "wasm"
+    } else {
+        "runc"
+    };
     let (init, main): (Vec<&Record>, Vec<&Record>) = i.records.iter().partition(|r| r.init);
     let statuses = |recs: &[&Record]| {
         recs.iter()
-            .map(|r| container_status(r, policy, i.restarts_allowed, initialized))
+            .map(|r| container_status(r, policy, i.restarts_allowed, initialized, scheme))
             .collect::<Vec<_>>()
     };
     let rejected = i.end.is_some() && i.records.iter().all(|r| r.run.is_none());
@@ -200,7 +206,7 @@ fn condition(
     }
 }
 
-fn terminated(e: &Ended) -> ContainerState {
+fn terminated(e: &Ended, scheme: &str) -> ContainerState {
     ContainerState {
         terminated: Some(ContainerStateTerminated {
             exit_code: e.exit_code,
@@ -208,7 +214,7 @@ fn terminated(e: &Ended) -> ContainerState {
             message: Some(e.message.clone()).filter(|m| !m.is_empty()),
             started_at: e.started_at.map(time),
             finished_at: Some(time(e.finished_at)),
-            container_id: e.id.as_ref().map(|id| format!("wasm://{id}")),
+            container_id: e.id.as_ref().map(|id| format!("{scheme}://{id}")),
             signal: None,
         }),
         ..Default::default()
@@ -220,6 +226,7 @@ fn container_status(
     policy: RestartPolicy,
     restarts_allowed: bool,
     initialized: bool,
+    scheme: &str,
 ) -> ContainerStatus {
     let default_reason = if r.init || !initialized {
         "PodInitializing"
@@ -236,7 +243,7 @@ fn container_status(
             },
             last,
         ),
-        Shown::Terminated { ended, last } => (terminated(ended), last),
+        Shown::Terminated { ended, last } => (terminated(ended, scheme), last),
         Shown::Waiting {
             reason,
             message,
@@ -257,9 +264,9 @@ fn container_status(
         name: r.name.clone(),
         image: r.image.clone(),
         image_id: r.image_id.clone(),
-        container_id: r.run.as_ref().map(|run| format!("wasm://{}", run.id)),
+        container_id: r.run.as_ref().map(|run| format!("{scheme}://{}", run.id)),
         state: Some(state),
-        last_state: Some(last.map(terminated).unwrap_or_default()),
+        last_state: Some(last.map(|e| terminated(e, scheme)).unwrap_or_default()),
         ready: running && r.ready,
         started: Some(running && r.started),
         restart_count: r.restart_count,
@@ -325,7 +332,7 @@ mod tests {
     fn pod() -> Pod {
         serde_json::from_value(serde_json::json!({
             "metadata": {"name": "web", "namespace": "default", "uid": "u1"},
-            "spec": {"containers": [{"name": "c", "image": "/c.wasm"}]},
+            "spec": {"runtimeClassName": "wasm", "containers": [{"name": "c", "image": "/c.wasm"}]},
             "status": {"phase": "Pending", "conditions": [
                 {"type": "PodScheduled", "status": "True", "lastTransitionTime": "2026-01-01T00:00:00Z"},
                 {"type": "Ready", "status": "False", "lastTransitionTime": "2026-01-01T00:00:01Z"}]},
@@ -392,6 +399,24 @@ mod tests {
         );
         let c = &v["containerStatuses"][0];
         assert_eq!(c["containerID"], "wasm://u1_c_0");
+        // A container pod's ID names runc, as a kubelet's names containerd.
+        let mut oci = pod.clone();
+        oci.spec.as_mut().unwrap().runtime_class_name = None;
+        let s2 = build(&Inputs {
+            pod: &oci,
+            records: &recs,
+            phase: Phase::Running,
+            end: None,
+            pod_ip: None,
+            host_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            start_time: Some(at(0)),
+            restarts_allowed: true,
+            now: at(5),
+        });
+        assert_eq!(
+            s2.container_statuses.unwrap()[0].container_id.as_deref(),
+            Some("runc://u1_c_0")
+        );
         assert_eq!(c["state"]["running"]["startedAt"], "2027-01-15T08:00:01Z");
         assert_eq!(
             (c["ready"].as_bool(), c["started"].as_bool()),

@@ -109,7 +109,7 @@ pub fn query(req: &Request<Body>) -> BTreeMap<String, String> {
     out
 }
 
-fn percent_decode(s: &str) -> String {
+pub(crate) fn percent_decode(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;

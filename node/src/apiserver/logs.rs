@@ -184,7 +184,7 @@ fn container_names(pod: &Value) -> Vec<String> {
 }
 
 /// The container a request reads: the one named, or the only one.
-fn container(pod: &Value, name: &str, asked: Option<&str>) -> Result<String, ApiError> {
+pub(super) fn container(pod: &Value, name: &str, asked: Option<&str>) -> Result<String, ApiError> {
     let all = container_names(pod);
     match asked.filter(|c| !c.is_empty()) {
         Some(c) if all.iter().any(|n| n == c) => Ok(c.to_string()),
@@ -228,6 +228,46 @@ fn endpoint(node: &Value) -> Option<(String, u16)> {
     Some((host.trim_matches(['[', ']']).to_string(), port))
 }
 
+/// `GET path` on the agent of the node that runs `pod`: over its QUIC
+/// connection, or else at the log endpoint in the Node's status.
+pub(super) async fn agent_get(
+    objects: &Objects,
+    kubelet: Option<&KubeletClient>,
+    agents: &super::quic::AgentLinks,
+    pod: &Value,
+    path: &str,
+) -> Result<Response<hyper::body::Incoming>, ApiError> {
+    let name = pod["metadata"]["name"].as_str().unwrap_or("");
+    let node_name = pod["spec"]["nodeName"].as_str().unwrap_or("");
+    if node_name.is_empty() {
+        return Err(ApiError::bad_request(format!(
+            "pod {name} does not have a host assigned"
+        )));
+    }
+    let nodes = resources::find("", "v1", "nodes").expect("nodes served");
+    let node = objects
+        .get(&nodes.key(None, node_name))
+        .await?
+        .ok_or_else(|| ApiError::not_found("", "nodes", node_name))?
+        .object;
+    match agents.get(node_name) {
+        Some(conn) => get_quic(&conn, node_name, path).await,
+        None => {
+            let (host, port) = endpoint(&node).ok_or_else(|| {
+                ApiError::unavailable(format!(
+                    "node {node_name:?} does not serve container logs (not connected over QUIC, and no kubelet endpoint in its status)"
+                ))
+            })?;
+            let kubelet = kubelet.ok_or_else(|| {
+                ApiError::unavailable(
+                    "this API server has no client certificate for the nodes' log endpoints",
+                )
+            })?;
+            kubelet.get(node_name, &host, port, path).await
+        }
+    }
+}
+
 /// Serves `GET pods/{name}/log`; the caller has authorized `get` on
 /// `pods/log`.
 pub async fn pod_log(
@@ -246,39 +286,13 @@ pub async fn pod_log(
         .object;
     let container = container(&pod, name, q.get("container").map(String::as_str))?;
     let opts = options(name, q)?;
-    let node_name = pod["spec"]["nodeName"].as_str().unwrap_or("");
-    if node_name.is_empty() {
-        return Err(ApiError::bad_request(format!(
-            "pod {name} does not have a host assigned"
-        )));
-    }
-    let nodes = resources::find("", "v1", "nodes").expect("nodes served");
-    let node = objects
-        .get(&nodes.key(None, node_name))
-        .await?
-        .ok_or_else(|| ApiError::not_found("", "nodes", node_name))?
-        .object;
     let query = opts.to_query();
     let path = format!(
         "/containerLogs/{ns}/{name}/{container}{}{query}",
         if query.is_empty() { "" } else { "?" }
     );
-    let resp = match agents.get(node_name) {
-        Some(conn) => get_quic(&conn, node_name, &path).await?,
-        None => {
-            let (host, port) = endpoint(&node).ok_or_else(|| {
-                ApiError::unavailable(format!(
-                    "node {node_name:?} does not serve container logs (not connected over QUIC, and no kubelet endpoint in its status)"
-                ))
-            })?;
-            let kubelet = kubelet.ok_or_else(|| {
-                ApiError::unavailable(
-                    "this API server has no client certificate for the nodes' log endpoints",
-                )
-            })?;
-            kubelet.get(node_name, &host, port, &path).await?
-        }
-    };
+    let node_name = pod["spec"]["nodeName"].as_str().unwrap_or("").to_string();
+    let resp = agent_get(objects, kubelet, agents, &pod, &path).await?;
     let status = resp.status();
     if status == StatusCode::OK {
         let body = resp.into_body().map_err(std::io::Error::other).boxed();
@@ -288,19 +302,28 @@ pub async fn pod_log(
             .body(body)
             .expect("valid response"));
     }
-    // The agent's errors are short text, as the kubelet's.
+    Err(agent_error(&node_name, resp).await)
+}
+
+/// The agent's answer other than 200 as the API's error (the agent's
+/// errors are short text, as the kubelet's).
+pub(super) async fn agent_error(
+    node_name: &str,
+    resp: Response<hyper::body::Incoming>,
+) -> ApiError {
+    let status = resp.status();
     let text = http_body_util::Limited::new(resp.into_body(), 64 * 1024)
         .collect()
         .await
         .map(|b| String::from_utf8_lossy(&b.to_bytes()).trim().to_string())
         .unwrap_or_default();
-    Err(match status.as_u16() {
+    match status.as_u16() {
         400 => ApiError::bad_request(text),
         404 => ApiError::new(404, "NotFound", text),
         code => ApiError::internal(format!(
-            "the log endpoint of node {node_name} answered {code}: {text}"
+            "the endpoint of node {node_name} answered {code}: {text}"
         )),
-    })
+    }
 }
 
 #[cfg(test)]

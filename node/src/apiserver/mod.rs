@@ -11,7 +11,8 @@ mod apply;
 pub mod auth;
 mod bootstrap;
 mod discovery;
-mod handlers;
+mod exec;
+pub(crate) mod handlers;
 mod imagekind;
 pub mod join;
 mod lifecycle;
@@ -217,7 +218,11 @@ impl ApiServer {
                     async move { Ok::<_, Infallible>(server.handle(req, cert_user).await) }
                 });
                 let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                if let Err(e) = builder.serve_connection(TokioIo::new(tls), svc).await {
+                // With upgrades: `kubectl exec` switches to WebSocket.
+                if let Err(e) = builder
+                    .serve_connection_with_upgrades(TokioIo::new(tls), svc)
+                    .await
+                {
                     tracing::debug!(%peer, "connection: {e}");
                 }
             });
@@ -386,6 +391,23 @@ impl ApiServer {
                     &["namespaces", ns, "serviceaccounts", name, "token"],
                 )?;
                 handlers::token_request(&self.objects, &self.auth, req, target, user).await
+            }
+            ["api", "v1", "namespaces", ns, "pods", name, "exec"]
+                if get || req.method() == Method::POST =>
+            {
+                let target =
+                    handlers::Target::parse("", "v1", &["namespaces", ns, "pods", name, "exec"])?;
+                rbac::authorize(&self.objects, user, "create", &target).await?;
+                let q = handlers::query(&req);
+                exec::pod_exec(
+                    &self.objects,
+                    self.kubelet.as_ref(),
+                    &self.agents,
+                    &target,
+                    &q,
+                    req,
+                )
+                .await
             }
             ["api", "v1", "namespaces", ns, "pods", name, "log"] if get => {
                 let target =
