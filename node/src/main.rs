@@ -82,6 +82,10 @@ enum ImageCmd {
         /// The user (uid[:gid] or name[:group] from the image's /etc/passwd).
         #[arg(long)]
         user: Option<String>,
+        /// The platform the image is built for, os/arch (default: this
+        /// machine's).
+        #[arg(long)]
+        platform: Option<String>,
     },
 }
 
@@ -382,6 +386,7 @@ fn run(cmd: Cmd) -> Result<()> {
                     env,
                     workdir,
                     user,
+                    platform,
                 },
         } => rt.block_on(async move {
             let image = skiff_sdk::runtime::ImageRef::parse(&reference)
@@ -399,11 +404,16 @@ fn run(cmd: Cmd) -> Result<()> {
                 working_dir: workdir,
                 user,
             };
+            let platform = platform.unwrap_or_else(|| format!("linux/{}", oci_bridge::kube_arch()));
+            if platform.split('/').count() != 2 || platform.split('/').any(str::is_empty) {
+                bail!("--platform {platform:?} is not os/arch (e.g. linux/arm64)");
+            }
             let digest = oci_bridge::image::push_dir(
                 &skiff_sdk::registry::RegistryClient::new(),
                 &image,
                 &dir,
                 &config,
+                &platform,
             )
             .await?;
             println!("pushed {reference} ({digest})");

@@ -27,6 +27,8 @@ use tokio::sync::{Notify, watch};
 
 use crate::controllers::events::{Recorder, reference};
 
+mod platforms;
+
 pub const SCHEDULER_NAME: &str = "default-scheduler";
 
 /// How many bindings are in flight at once.
@@ -88,6 +90,7 @@ pub async fn run(client: Client, mut stop: watch::Receiver<bool>) {
         recorder: Recorder::new(&client, SCHEDULER_NAME),
         reported: HashMap::new(),
         in_flight: HashSet::new(),
+        platforms: platforms::ImagePlatforms::new(),
     };
     tracing::info!("scheduler started");
     loop {
@@ -119,6 +122,8 @@ struct Loop {
     reported: HashMap<String, String>,
     /// Pods bound but not yet seen bound in the cache.
     in_flight: HashSet<String>,
+    /// What platforms container images run on, from their registries.
+    platforms: platforms::ImagePlatforms,
 }
 
 impl Loop {
@@ -167,11 +172,13 @@ impl Loop {
                 let _ = snapshot.add_pod(node, &info);
             }
         }
+        self.platforms.learn(&pending).await;
         let mut infos = Vec::with_capacity(pending.len());
         let mut batch = Vec::with_capacity(pending.len());
         for pod in pending {
             match PodInfo::from_pod(&pod) {
-                Ok(info) => {
+                Ok(mut info) => {
+                    info.image_platforms = self.platforms.of(&pod);
                     infos.push(info);
                     batch.push(pod);
                 }

@@ -38,63 +38,6 @@ fn run_ok(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Removes what the server's containers leave when a failed test kills it
-/// mid-way: runc containers, mounts under the test's directory, and the
-/// pods' network namespaces. Dropped after the server is killed.
-struct Cleanup(PathBuf);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let dir = self.0.to_string_lossy().into_owned();
-        let agent = self.0.join("containers/agent");
-        let runc_root = agent.join("oci/runc");
-        if let Ok(out) = Command::new("runc")
-            .arg("--root")
-            .arg(&runc_root)
-            .args(["list", "-q"])
-            .output()
-        {
-            for id in String::from_utf8_lossy(&out.stdout).lines() {
-                for args in [&["kill", id, "KILL"][..], &["delete", "--force", id]] {
-                    let _ = Command::new("runc")
-                        .arg("--root")
-                        .arg(&runc_root)
-                        .args(args)
-                        .output();
-                }
-            }
-        }
-        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        for m in mounts.lines().filter_map(|l| l.split(' ').nth(4)) {
-            if m.starts_with(&dir) {
-                let _ = Command::new("umount").args(["-l", m]).output();
-            }
-        }
-        let ips = std::fs::read_to_string(agent.join("pod-ips.json")).unwrap_or_default();
-        let netns = Command::new("ip").args(["netns", "list"]).output();
-        for ns in netns
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| l.split_whitespace().next())
-        {
-            if let Some(uid) = ns.strip_prefix("skiff-")
-                && ips.contains(uid)
-            {
-                let host: String = uid
-                    .chars()
-                    .filter(char::is_ascii_hexdigit)
-                    .take(12)
-                    .collect();
-                let _ = Command::new("ip")
-                    .args(["link", "del", &format!("sk{host}")])
-                    .output();
-                let _ = Command::new("ip").args(["netns", "del", ns]).output();
-            }
-        }
-    }
-}
-
 const APP: &str = r#"apiVersion: apps/v1
 kind: Deployment
 metadata:
@@ -167,8 +110,26 @@ async fn container_pods_run_on_runc() {
             .args(["--cmd", r#"["httpd", "-f", "-p", "8080", "-h", "/www"]"#]),
     );
     assert!(pushed.contains("sha256:"), "{pushed}");
+    // The same files, built (it says) for another CPU.
+    let foreign_arch = if oci_bridge::kube_arch() == "arm64" {
+        "amd64"
+    } else {
+        "arm64"
+    };
+    let foreign = format!("{}/demo/busybox-foreign:1", registry.addr);
+    run_ok(
+        Command::new(env!("CARGO_BIN_EXE_skiff"))
+            .args(["image", "import"])
+            .arg(&rootfs)
+            .arg(&foreign)
+            .args([
+                "--platform",
+                &format!("linux/{foreign_arch}"),
+                "--cmd",
+                "true",
+            ]),
+    );
 
-    let _cleanup = Cleanup(tmp.path().to_path_buf());
     let mut m = Member::new(tmp.path(), "containers");
     m.start();
     m.wait_api(Duration::from_secs(60)).await;
@@ -220,6 +181,46 @@ async fn container_pods_run_on_runc() {
     let wide = kubectl_ok(&m, &["get", "pods", "-l", "app=web", "-o", "wide"], None);
     assert!(wide.contains("Running"), "{wide}");
 
+    // kubectl exec (WebSocket, v5.channel.k8s.io): output, exit codes, and
+    // the refusals a user can run into.
+    let pod = jsonpath(
+        &m,
+        &["get", "pods", "-l", "app=web"],
+        "{.items[0].metadata.name}",
+    );
+    let out = kubectl_ok(&m, &["exec", &pod, "--", "cat", "/www/index.html"], None);
+    assert_eq!(out, "hello from a container\n");
+    let (ok, out, err) = kubectl(
+        &m,
+        &[
+            "exec",
+            &pod,
+            "--",
+            "sh",
+            "-c",
+            "echo to out; echo to err >&2; exit 7",
+        ],
+        None,
+    );
+    assert!(!ok);
+    assert_eq!(out, "to out\n");
+    assert!(err.contains("to err"), "{err}");
+    assert!(err.contains("command terminated with exit code 7"), "{err}");
+    let status = Command::new("kubectl")
+        .env("KUBECONFIG", m.kubeconfig())
+        .args(["exec", &pod, "--", "sh", "-c", "exit 3"])
+        .status()
+        .unwrap();
+    assert_eq!(
+        status.code(),
+        Some(3),
+        "kubectl exits with the command's code"
+    );
+    let (ok, _, err) = kubectl(&m, &["exec", &pod, "-c", "nope", "--", "ls"], None);
+    assert!(!ok && err.contains("container nope is not valid"), "{err}");
+    let (ok, _, err) = kubectl(&m, &["exec", "-i", &pod, "--", "sh"], None);
+    assert!(!ok && err.contains("without standard input"), "{err}");
+
     // The Job runs to completion; its logs are the container's stdout.
     wait_for("the job to complete", Duration::from_secs(60), || {
         let s = jsonpath(&m, &["get", "job", "say"], "{.status.succeeded}");
@@ -240,6 +241,27 @@ async fn container_pods_run_on_runc() {
     })
     .await;
     assert_eq!(reason, "Failed OOMKilled 137");
+
+    // An image for another CPU fits no node: Pending, saying why.
+    kubectl_ok(&m, &["run", "foreign", "--image", &foreign], None);
+    let why = wait_for(
+        "the foreign pod's FailedScheduling",
+        Duration::from_secs(30),
+        || {
+            let m = jsonpath(
+                &m,
+                &["get", "pod", "foreign"],
+                r#"{.status.conditions[?(@.type=="PodScheduled")].message}"#,
+            );
+            if m.is_empty() { Err(m) } else { Ok(m) }
+        },
+    )
+    .await;
+    assert_eq!(
+        why,
+        "0/1 nodes are available: 1 node(s) didn't match the image's platforms."
+    );
+    kubectl_ok(&m, &["delete", "pod", "foreign", "--wait"], None);
 
     // Deleting the app removes its containers, mounts and namespaces.
     let uids = jsonpath(

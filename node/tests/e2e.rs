@@ -61,6 +61,7 @@ impl Drop for Agent {
             );
         }
         self.kill9();
+        common::remove_container_leftovers(&self.log.with_extension(""));
     }
 }
 

@@ -249,13 +249,14 @@ impl ImageStore {
 
 /// Packs a directory as a one-layer image (gzip tar, OCI media types) and
 /// pushes it under `reference`, like `docker import`: for images made on
-/// the spot (the tests, the demo's busybox image). Returns the manifest
-/// digest.
+/// the spot (the tests, the demo's busybox image). `platform` (`os/arch`)
+/// is what its config says it is built for. Returns the manifest digest.
 pub async fn push_dir(
     registry: &RegistryClient,
     reference: &ImageRef,
     dir: &Path,
     config: &ImageConfig,
+    platform: &str,
 ) -> Result<String, RegistryError> {
     let io = |e: std::io::Error| RegistryError::Http {
         registry: reference.registry.clone(),
@@ -273,7 +274,7 @@ pub async fn push_dir(
     .map_err(|e| io(std::io::Error::other(e.to_string())))?
     .map_err(io)?;
     let layer = bytes::Bytes::from(layer);
-    let (os, arch) = ("linux", crate::runtime::kube_arch());
+    let (os, arch) = platform.split_once('/').unwrap_or(("linux", platform));
     let config_json = serde_json::json!({
         "architecture": arch,
         "os": os,

@@ -53,7 +53,8 @@ async fn fixture() -> Fixture {
         working_dir: Some("/etc".into()),
         ..Default::default()
     };
-    push_dir(&RegistryClient::new(), &image, &rootfs, &config)
+    let platform = format!("linux/{}", oci_bridge::kube_arch());
+    push_dir(&RegistryClient::new(), &image, &rootfs, &config, &platform)
         .await
         .expect("pushing the busybox image");
     let rt = OciRuntime::new(OciConfig::new(scratch.path().join("oci")))

@@ -296,6 +296,53 @@ impl RegistryClient {
         parse_manifest(image, digest, &body)
     }
 
+    /// The platforms (`os`, `architecture`) an image runs on: those of its
+    /// index, or its config's for a single manifest; empty for a wasm
+    /// artifact (it runs anywhere) or a config that names none.
+    pub async fn platforms(&self, image: &ImageRef) -> Result<Vec<Platform>, RegistryError> {
+        let (digest, body, media_type) = self.manifest_bytes(image, image.reference()).await?;
+        let media_type = media_type
+            .or_else(|| sniff_media_type(&body))
+            .unwrap_or_default();
+        let invalid = |e: serde_json::Error| RegistryError::InvalidManifest {
+            image: image.to_string(),
+            message: e.to_string(),
+        };
+        if media_type == OCI_INDEX_MEDIA_TYPE || media_type == DOCKER_LIST_MEDIA_TYPE {
+            let index: Index = serde_json::from_slice(&body).map_err(invalid)?;
+            // Attestation manifests carry the platform unknown/unknown.
+            return Ok(index
+                .manifests
+                .into_iter()
+                .filter_map(|d| d.platform)
+                .filter(|p| p.os != "unknown" && p.architecture != "unknown")
+                .collect());
+        }
+        let manifest = parse_manifest(image, digest, &body)?.manifest;
+        if manifest.is_wasm() {
+            return Ok(Vec::new());
+        }
+        #[derive(Deserialize)]
+        struct Config {
+            #[serde(default)]
+            os: String,
+            #[serde(default)]
+            architecture: String,
+            #[serde(default)]
+            variant: Option<String>,
+        }
+        let config = self.blob(image, &manifest.config.digest).await?;
+        let c: Config = serde_json::from_slice(&config).map_err(invalid)?;
+        if c.os.is_empty() || c.architecture.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(vec![Platform {
+            os: c.os,
+            architecture: c.architecture,
+            variant: c.variant,
+        }])
+    }
+
     async fn manifest_bytes(
         &self,
         image: &ImageRef,

@@ -8,20 +8,34 @@ use std::time::{Duration, Instant};
 
 use consensus::pb::etcdserverpb::{StatusRequest, maintenance_client::MaintenanceClient};
 
+/// A port free on 127.0.0.1 for both TCP and UDP (the API's port number
+/// carries QUIC too), chosen below the kernel's ephemeral range
+/// (32768–60999): a port the kernel handed out for `bind(0)` and we let go
+/// could be given to the next outgoing connection (a kubectl, an etcd
+/// client) before the server binds it, and a server that then fails to
+/// start fails the test for nothing.
+pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let seed = std::process::id().wrapping_mul(7919);
+    for _ in 0..1000 {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = 20_000 + (seed.wrapping_add(n.wrapping_mul(104_729)) % 12_000) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && UdpSocket::bind(("127.0.0.1", port)).is_ok()
+        {
+            return port;
+        }
+    }
+    panic!("no free port in 20000..32000")
+}
+
 pub fn free_tcp() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    free_port()
 }
 
 pub fn free_udp() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    free_port()
 }
 
 /// One member process, killed when dropped.
@@ -119,6 +133,63 @@ impl Drop for Member {
             tail.iter().rev().for_each(|l| eprintln!("{l}"));
         }
         self.kill9();
+        remove_container_leftovers(&self.dir.join("agent"));
+    }
+}
+
+/// Removes what a killed agent's container pods leave behind, as no agent
+/// will start on its data directory again: runc containers, mounts under
+/// the directory, and the pods' network namespaces (named by the pod uids
+/// in its `pod-ips.json`).
+pub fn remove_container_leftovers(agent_dir: &Path) {
+    let runc_root = agent_dir.join("oci/runc");
+    if runc_root.exists()
+        && let Ok(out) = Command::new("runc")
+            .arg("--root")
+            .arg(&runc_root)
+            .args(["list", "-q"])
+            .output()
+    {
+        for id in String::from_utf8_lossy(&out.stdout).lines() {
+            for args in [&["kill", id, "KILL"][..], &["delete", "--force", id]] {
+                let _ = Command::new("runc")
+                    .arg("--root")
+                    .arg(&runc_root)
+                    .args(args)
+                    .output();
+            }
+        }
+    }
+    let dir = agent_dir.to_string_lossy().into_owned();
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    for m in mounts.lines().filter_map(|l| l.split(' ').nth(4)) {
+        if m.starts_with(&dir) {
+            let _ = Command::new("umount").args(["-l", m]).output();
+        }
+    }
+    let Ok(ips) = std::fs::read_to_string(agent_dir.join("pod-ips.json")) else {
+        return;
+    };
+    let Ok(netns) = Command::new("ip").args(["netns", "list"]).output() else {
+        return;
+    };
+    for ns in String::from_utf8_lossy(&netns.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+    {
+        if let Some(uid) = ns.strip_prefix("skiff-")
+            && ips.contains(uid)
+        {
+            let host: String = uid
+                .chars()
+                .filter(char::is_ascii_hexdigit)
+                .take(12)
+                .collect();
+            let _ = Command::new("ip")
+                .args(["link", "del", &format!("sk{host}")])
+                .output();
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+        }
     }
 }
 
