@@ -441,20 +441,7 @@ impl OciRuntime {
             reason: "ContainerCreating".into(),
             message: String::new(),
         });
-        let c = Arc::new(Container {
-            id: spec.id.clone(),
-            runc_id: runc_id.clone(),
-            spec: spec.clone(),
-            dir: dir.clone(),
-            image_digest: image.digest.clone(),
-            state,
-            stopping: AtomicBool::new(false),
-            deadline_hit: AtomicBool::new(false),
-        });
-        self.inner
-            .containers
-            .lock()
-            .insert(spec.id.clone(), c.clone());
+        let c = self.insert(&spec, image.digest.clone(), state);
         let (exited_tx, mut exited) = watch::channel(false);
         tokio::spawn(self.clone().supervise(c.clone(), child, pumps, exited_tx));
 
@@ -606,17 +593,24 @@ impl OciRuntime {
             started_at: None,
             finished_at: SystemTime::now(),
         }));
+        let c = self.insert(spec, digest, state);
+        c.status()
+    }
+
+    /// Enters a container in the table (replacing one of the same id).
+    fn insert(
+        &self,
+        spec: &ContainerSpec,
+        image_digest: String,
+        state: watch::Sender<ContainerState>,
+    ) -> Arc<Container> {
+        let runc_id = runc_id(&spec.id);
         let c = Arc::new(Container {
             id: spec.id.clone(),
-            runc_id: runc_id(&spec.id),
+            dir: self.inner.cfg.data_dir.join("containers").join(&runc_id),
+            runc_id,
             spec: spec.clone(),
-            dir: self
-                .inner
-                .cfg
-                .data_dir
-                .join("containers")
-                .join(runc_id(&spec.id)),
-            image_digest: digest,
+            image_digest,
             state,
             stopping: AtomicBool::new(false),
             deadline_hit: AtomicBool::new(false),
@@ -625,7 +619,7 @@ impl OciRuntime {
             .containers
             .lock()
             .insert(spec.id.clone(), c.clone());
-        c.status()
+        c
     }
 
     fn get(&self, id: &ContainerId) -> Result<Arc<Container>, RuntimeError> {

@@ -920,7 +920,9 @@ fn parse_challenge(s: &str) -> Vec<(String, String)> {
     out
 }
 
-fn percent_encode(s: &str) -> String {
+/// Query-string encoding of one value (RFC 3986's unreserved characters
+/// kept).
+pub fn percent_encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {

@@ -122,13 +122,7 @@ fn internal_ip() -> IpAddr {
 
 /// Kubernetes' name of this CPU architecture (`amd64`, `arm64`).
 pub fn arch() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "x86" => "386",
-        "powerpc64" => "ppc64le",
-        other => other,
-    }
+    oci_bridge::kube_arch()
 }
 
 /// The Node's labels: the well-known ones, the runtime's, then the

@@ -20,10 +20,11 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode, header};
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
+use skiff_sdk::registry::percent_encode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::handlers::{Target, percent_decode};
-use super::logs::{KubeletClient, agent_error, agent_get, container};
+use super::logs::{KubeletClient, agent_error, agent_get, pod_and_container};
 use super::status::ApiError;
 use super::storage::Objects;
 use super::{Body, full};
@@ -125,12 +126,7 @@ pub async fn pod_exec(
 ) -> Result<Response<Body>, ApiError> {
     let name = t.name.as_deref().unwrap_or("");
     let ns = t.namespace.as_deref().unwrap_or("");
-    let pod = objects
-        .get(&t.key_of())
-        .await?
-        .ok_or_else(|| ApiError::not_found("", "pods", name))?
-        .object;
-    let container = container(&pod, name, q.get("container").map(String::as_str))?;
+    let (pod, container) = pod_and_container(objects, t, q).await?;
     let command = query_all(&req, "command");
     if command.is_empty() {
         return Err(ApiError::bad_request("you must specify at least 1 command"));
@@ -240,19 +236,6 @@ pub async fn pod_exec(
         protocol.parse().expect("header"),
     );
     Ok(resp)
-}
-
-/// Query-string encoding of one value (RFC 3986 unreserved kept).
-fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 #[cfg(test)]

@@ -184,7 +184,7 @@ fn container_names(pod: &Value) -> Vec<String> {
 }
 
 /// The container a request reads: the one named, or the only one.
-pub(super) fn container(pod: &Value, name: &str, asked: Option<&str>) -> Result<String, ApiError> {
+fn container(pod: &Value, name: &str, asked: Option<&str>) -> Result<String, ApiError> {
     let all = container_names(pod);
     match asked.filter(|c| !c.is_empty()) {
         Some(c) if all.iter().any(|n| n == c) => Ok(c.to_string()),
@@ -226,6 +226,23 @@ fn endpoint(node: &Value) -> Option<(String, u16)> {
     };
     let host = find("InternalIP").or_else(|| find("Hostname"))?;
     Some((host.trim_matches(['[', ']']).to_string(), port))
+}
+
+/// The pod a `pods/{name}/log|exec` request names, and its container
+/// (the `container` parameter, checked as Kubernetes checks it).
+pub(super) async fn pod_and_container(
+    objects: &Objects,
+    t: &Target,
+    q: &BTreeMap<String, String>,
+) -> Result<(Value, String), ApiError> {
+    let name = t.name.as_deref().unwrap_or("");
+    let pod = objects
+        .get(&t.key_of())
+        .await?
+        .ok_or_else(|| ApiError::not_found("", "pods", name))?
+        .object;
+    let container = container(&pod, name, q.get("container").map(String::as_str))?;
+    Ok((pod, container))
 }
 
 /// `GET path` on the agent of the node that runs `pod`: over its QUIC
@@ -279,12 +296,7 @@ pub async fn pod_log(
 ) -> Result<Response<Body>, ApiError> {
     let name = t.name.as_deref().unwrap_or("");
     let ns = t.namespace.as_deref().unwrap_or("");
-    let pod = objects
-        .get(&t.key_of())
-        .await?
-        .ok_or_else(|| ApiError::not_found("", "pods", name))?
-        .object;
-    let container = container(&pod, name, q.get("container").map(String::as_str))?;
+    let (pod, container) = pod_and_container(objects, t, q).await?;
     let opts = options(name, q)?;
     let query = opts.to_query();
     let path = format!(
