@@ -242,14 +242,7 @@ impl OciRuntime {
 
     /// Unmounts and deletes a bundle and its cgroups.
     async fn cleanup(&self, runc_id: &str, dir: &Path) {
-        let rootfs = dir.join("rootfs");
-        if is_mountpoint(&rootfs) {
-            let _ = tokio::process::Command::new("umount")
-                .arg("-l")
-                .arg(&rootfs)
-                .status()
-                .await;
-        }
+        unmount(&dir.join("rootfs")).await;
         let _ = tokio::fs::remove_dir_all(dir).await;
         self.remove_cgroups(runc_id);
     }
@@ -555,14 +548,7 @@ impl OciRuntime {
         // The writable layer goes with the container (as with a restart in
         // Kubernetes, the next one starts from the image again).
         let _ = self.runc_quiet(&["delete", "--force", &c.runc_id]).await;
-        let rootfs = c.dir.join("rootfs");
-        if is_mountpoint(&rootfs) {
-            let _ = tokio::process::Command::new("umount")
-                .arg("-l")
-                .arg(&rootfs)
-                .status()
-                .await;
-        }
+        unmount(&c.dir.join("rootfs")).await;
         self.remove_cgroups(&c.runc_id);
         c.state
             .send_replace(ContainerState::Terminated(termination));
@@ -695,6 +681,17 @@ fn runc_id(id: &ContainerId) -> String {
     use sha2::Digest as _;
     let hash = hex::encode(&sha2::Sha256::digest(id.as_str().as_bytes())[..6]);
     format!("{clean}-{hash}")
+}
+
+/// Detaches the overlay at `rootfs`, if one is mounted there.
+async fn unmount(rootfs: &Path) {
+    if is_mountpoint(rootfs) {
+        let _ = tokio::process::Command::new("umount")
+            .arg("-l")
+            .arg(rootfs)
+            .status()
+            .await;
+    }
 }
 
 fn is_mountpoint(path: &Path) -> bool {
