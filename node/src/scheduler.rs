@@ -13,12 +13,12 @@
 //! deleted (`Preempted`) and the pod nominated to the node. Unschedulable
 //! pods are tried again whenever the cluster changes.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use serde_json::json;
 use skiff_sched::{NodeInfo, PodInfo, Scheduler, Snapshot};
 use skiff_sdk::client::informer::Informer;
@@ -60,10 +60,12 @@ fn occupies(pod: &Pod) -> Option<&str> {
 pub async fn run(client: Client, mut stop: watch::Receiver<bool>) {
     let pods = Informer::new(Api::<Pod>::all(&client), ListParams::default());
     let nodes = Informer::new(Api::<Node>::all(&client), ListParams::default());
+    // Their labels, for affinity terms' namespaceSelector.
+    let namespaces = Informer::new(Api::<Namespace>::all(&client), ListParams::default());
     let wake = Arc::new(Notify::new());
     let mut pod_events = pods.subscribe();
     let mut node_events = nodes.subscribe();
-    let tasks = [pods.start(), nodes.start()];
+    let tasks = [pods.start(), nodes.start(), namespaces.start()];
     {
         let wake = wake.clone();
         tokio::spawn(async move {
@@ -77,7 +79,7 @@ pub async fn run(client: Client, mut stop: watch::Receiver<bool>) {
         });
     }
     let stopped = tokio::select! {
-        _ = async { pods.synced().await; nodes.synced().await } => false,
+        _ = async { pods.synced().await; nodes.synced().await; namespaces.synced().await } => false,
         _ = until_stopped(&mut stop) => true,
     };
     if stopped {
@@ -94,7 +96,7 @@ pub async fn run(client: Client, mut stop: watch::Receiver<bool>) {
     };
     tracing::info!("scheduler started");
     loop {
-        let retry = loop_state.cycle(&pods, &nodes).await;
+        let retry = loop_state.cycle(&pods, &nodes, &namespaces).await;
         let wait = if retry {
             Duration::from_millis(500)
         } else {
@@ -128,7 +130,12 @@ struct Loop {
 
 impl Loop {
     /// One scheduling round; whether something should be retried soon.
-    async fn cycle(&mut self, pods: &Informer<Pod>, nodes: &Informer<Node>) -> bool {
+    async fn cycle(
+        &mut self,
+        pods: &Informer<Pod>,
+        nodes: &Informer<Node>,
+        namespaces: &Informer<Namespace>,
+    ) -> bool {
         let all_pods = pods.store().list();
         self.in_flight.retain(|uid| {
             all_pods
@@ -166,9 +173,19 @@ impl Loop {
                 }
             }
         }
+        let ns_labels: BTreeMap<String, BTreeMap<String, String>> = namespaces
+            .store()
+            .list()
+            .iter()
+            .filter_map(|n| {
+                let labels = n.metadata.labels.clone().unwrap_or_default();
+                n.metadata.name.clone().map(|name| (name, labels))
+            })
+            .collect();
         for pod in &all_pods {
             let Some(node) = occupies(pod) else { continue };
-            if let Ok(info) = PodInfo::from_pod(pod) {
+            if let Ok(mut info) = PodInfo::from_pod(pod) {
+                info.resolve_namespaces(&ns_labels);
                 let _ = snapshot.add_pod(node, &info);
             }
         }
@@ -178,6 +195,7 @@ impl Loop {
         for pod in pending {
             match PodInfo::from_pod(&pod) {
                 Ok(mut info) => {
+                    info.resolve_namespaces(&ns_labels);
                     info.image_platforms = self.platforms.of(&pod);
                     infos.push(info);
                     batch.push(pod);

@@ -152,7 +152,7 @@ impl Term {
     pub(crate) fn build(t: &PodAffinityTerm, syms: &mut impl Symbols) -> Self {
         let namespaces = match &t.namespaces {
             Namespaces::All => NsSet::All,
-            Namespaces::List(l) => {
+            Namespaces::List(l) | Namespaces::Selected { listed: l, .. } => {
                 let mut v: Vec<Sym> = l.iter().map(|n| syms.sym(n)).collect();
                 v.sort_unstable();
                 v.dedup();

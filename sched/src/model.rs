@@ -325,6 +325,33 @@ pub enum LabelSelector {
 }
 
 impl LabelSelector {
+    /// Whether `labels` satisfy every requirement (the placement path uses
+    /// the compiled form; this one is for the few namespace labels).
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        let LabelSelector::Requirements(reqs) = self else {
+            return false;
+        };
+        reqs.iter().all(|r| {
+            let value = labels.get(&r.key);
+            let number = |v: &String| v.parse::<i64>().ok();
+            let bound = r.values.first().and_then(number);
+            match r.operator {
+                Operator::In => value.is_some_and(|v| r.values.contains(v)),
+                Operator::NotIn => value.is_none_or(|v| !r.values.contains(v)),
+                Operator::Exists => value.is_some(),
+                Operator::DoesNotExist => value.is_none(),
+                Operator::Gt => {
+                    matches!((value.and_then(number), bound), (Some(v), Some(b)) if v > b)
+                }
+                Operator::Lt => {
+                    matches!((value.and_then(number), bound), (Some(v), Some(b)) if v < b)
+                }
+            }
+        })
+    }
+}
+
+impl LabelSelector {
     fn read(sel: Option<&meta::LabelSelector>, path: &str) -> Result<Self, ModelError> {
         let Some(sel) = sel else {
             return Ok(LabelSelector::Nothing);
@@ -463,24 +490,49 @@ impl Toleration {
 pub enum Namespaces {
     All,
     List(Vec<String>),
+    /// `namespaces` plus those whose labels a `namespaceSelector` matches,
+    /// not yet resolved against the cluster's Namespaces
+    /// ([`PodInfo::resolve_namespaces`]); until then only the listed ones.
+    Selected {
+        listed: Vec<String>,
+        selector: LabelSelector,
+    },
 }
 
 impl Namespaces {
     pub fn contains(&self, ns: &str) -> bool {
         match self {
             Namespaces::All => true,
-            Namespaces::List(l) => l.iter().any(|n| n == ns),
+            Namespaces::List(l) | Namespaces::Selected { listed: l, .. } => {
+                l.iter().any(|n| n == ns)
+            }
+        }
+    }
+
+    /// Resolves a `namespaceSelector` against the cluster's namespaces and
+    /// their labels.
+    fn resolve(&mut self, namespaces: &BTreeMap<String, BTreeMap<String, String>>) {
+        if let Namespaces::Selected { listed, selector } = self {
+            let mut all = std::mem::take(listed);
+            all.extend(
+                namespaces
+                    .iter()
+                    .filter(|(_, labels)| selector.matches(labels))
+                    .map(|(name, _)| name.clone()),
+            );
+            all.sort_unstable();
+            all.dedup();
+            *self = Namespaces::List(all);
         }
     }
 }
 
 /// An inter-pod affinity or anti-affinity term.
 ///
-/// Namespaces are simplified: the snapshot holds no Namespace objects, so a
-/// `namespaceSelector` cannot be evaluated. An empty `namespaceSelector`
-/// (`{}`) means all namespaces, as in Kubernetes; a non-empty one is
-/// ignored. Otherwise the term looks in `namespaces`, or in the pod's own
-/// namespace when that list is empty.
+/// Namespaces as in Kubernetes: the union of `namespaces` and the
+/// namespaces `namespaceSelector` matches; an empty selector (`{}`) means
+/// all namespaces; with neither, the pod's own namespace. A non-empty
+/// selector needs the cluster's namespaces: [`PodInfo::resolve_namespaces`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PodAffinityTerm {
     pub selector: LabelSelector,
@@ -507,12 +559,14 @@ impl PodAffinityTerm {
                 && s.match_expressions.as_ref().is_none_or(|e| e.is_empty())
         });
         let listed = t.namespaces.clone().unwrap_or_default();
-        let namespaces = if all {
-            Namespaces::All
-        } else if listed.is_empty() {
-            Namespaces::List(vec![pod_ns.to_owned()])
-        } else {
-            Namespaces::List(listed)
+        let namespaces = match &t.namespace_selector {
+            _ if all => Namespaces::All,
+            Some(sel) => Namespaces::Selected {
+                listed,
+                selector: LabelSelector::read(Some(sel), &format!("{path}.namespaceSelector"))?,
+            },
+            None if listed.is_empty() => Namespaces::List(vec![pod_ns.to_owned()]),
+            None => Namespaces::List(listed),
         };
         Ok(PodAffinityTerm {
             selector,
@@ -647,6 +701,24 @@ impl PodInfo {
             preferred_pod_affinity: Vec::new(),
             preferred_pod_anti_affinity: Vec::new(),
             spread_constraints: Vec::new(),
+        }
+    }
+
+    /// Resolves the `namespaceSelector`s of the pod's affinity terms
+    /// against the cluster's namespaces (name → labels).
+    pub fn resolve_namespaces(&mut self, namespaces: &BTreeMap<String, BTreeMap<String, String>>) {
+        let terms = self
+            .pod_affinity
+            .iter_mut()
+            .chain(self.pod_anti_affinity.iter_mut())
+            .chain(
+                self.preferred_pod_affinity
+                    .iter_mut()
+                    .chain(self.preferred_pod_anti_affinity.iter_mut())
+                    .map(|w| &mut w.term),
+            );
+        for t in terms {
+            t.namespaces.resolve(namespaces);
         }
     }
 
@@ -984,6 +1056,52 @@ mod tests {
             }),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn namespace_selectors_resolve_against_namespace_labels() {
+        let pod: core::Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "namespace": "mine"},
+            "spec": {"containers": [{"name": "c"}], "affinity": {"podAntiAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": [
+                    {"topologyKey": "zone", "labelSelector": {}, "namespaces": ["x"],
+                     "namespaceSelector": {"matchLabels": {"team": "a"}}},
+                    {"topologyKey": "zone", "labelSelector": {}, "namespaceSelector": {}},
+                    {"topologyKey": "zone", "labelSelector": {}},
+                    {"topologyKey": "zone", "labelSelector": {},
+                     "namespaceSelector": {"matchExpressions": [
+                         {"key": "team", "operator": "NotIn", "values": ["a"]}]}},
+                ]}}},
+        }))
+        .unwrap();
+        let mut info = PodInfo::from_pod(&pod).unwrap();
+        let ns = |i: usize, info: &PodInfo| info.pod_anti_affinity[i].namespaces.clone();
+        // Unresolved, a selector counts only the listed namespaces.
+        assert!(ns(0, &info).contains("x") && !ns(0, &info).contains("n1"));
+        assert_eq!(ns(1, &info), Namespaces::All);
+        assert_eq!(ns(2, &info), Namespaces::List(vec!["mine".into()]));
+        let labels = |team: Option<&str>| {
+            team.map(|t| [("team".to_string(), t.to_string())].into())
+                .unwrap_or_default()
+        };
+        let cluster: BTreeMap<String, BTreeMap<String, String>> = [
+            ("n1".to_string(), labels(Some("a"))),
+            ("n2".to_string(), labels(Some("b"))),
+            ("n3".to_string(), labels(None)),
+        ]
+        .into();
+        info.resolve_namespaces(&cluster);
+        assert_eq!(
+            ns(0, &info),
+            Namespaces::List(vec!["n1".into(), "x".into()])
+        );
+        assert_eq!(ns(1, &info), Namespaces::All);
+        assert_eq!(ns(2, &info), Namespaces::List(vec!["mine".into()]));
+        // NotIn matches namespaces without the label too, as in Kubernetes.
+        assert_eq!(
+            ns(3, &info),
+            Namespaces::List(vec!["n2".into(), "n3".into()])
+        );
     }
 
     #[test]
