@@ -17,5 +17,6 @@ pub mod join;
 pub mod leader;
 pub mod scheduler;
 pub mod server;
+pub mod websocket;
 
 pub use server::{Server, ServerConfig};

@@ -185,6 +185,56 @@ async fn the_agent_runs_pods_through_their_lives() {
         "{t}"
     );
 
+    // kubectl exec into a wasm command: a new instance of its module with
+    // the command as its arguments; -i is refused with a reason.
+    let ticker = wasm_pod(
+        "ticker",
+        "Always",
+        json!({
+            "name": "ticker", "image": job, "args": ["ticks", "0", "500"],
+        }),
+    );
+    kubectl_ok(&m, &["apply", "-f", "-"], Some(&ticker.to_string()));
+    wait_for("ticker Running", Duration::from_secs(30), || {
+        let p = pod(&m, "ticker")?;
+        if p["status"]["phase"] == "Running" {
+            Ok(())
+        } else {
+            Err(brief(&p))
+        }
+    })
+    .await;
+    let (ok, out, err) = kubectl(
+        &m,
+        &[
+            "exec",
+            "ticker",
+            "--",
+            "job",
+            "echo",
+            "from exec",
+            "stderr",
+            "oops",
+            "exit",
+            "4",
+        ],
+        None,
+    );
+    assert!(!ok, "{out}{err}");
+    assert_eq!(out, "from exec\nexiting with 4\n");
+    assert!(
+        err.contains("oops") && err.contains("command terminated with exit code 4"),
+        "{err}"
+    );
+    let (ok, _, err) = kubectl(&m, &["exec", "-i", "ticker", "--", "job"], None);
+    assert!(
+        !ok && err.contains("without standard input or a terminal"),
+        "{err}"
+    );
+    let (ok, _, err) = kubectl(&m, &["exec", "web", "--", "x"], None);
+    assert!(!ok && err.contains("no command entry point"), "{err}");
+    kubectl_ok(&m, &["delete", "pod", "ticker"], None);
+
     // A container that keeps failing backs off.
     wait_for("crash in CrashLoopBackOff", Duration::from_secs(30), || {
         let p = pod(&m, "crash")?;

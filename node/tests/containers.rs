@@ -3,7 +3,8 @@
 //! `skiff image import` to a loopback registry), a Deployment with no
 //! RuntimeClass applied with the real kubectl, pods on runc in network
 //! namespaces of their own answering on their 10.42.x.y addresses, exec
-//! probes, a Job and its logs, an OOM kill, and nothing left behind after
+//! (with standard input and a terminal), attach, exec probes, a Job and its
+//! logs, an OOM kill, and nothing left behind after
 //! deletion. Needs root and runc (scripts/test installs runc).
 
 mod common;
@@ -91,10 +92,11 @@ spec:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn container_pods_run_on_runc() {
+    let runc = oci_bridge::OciConfig::new("/nonexistent").runc;
+    let supported = oci_bridge::host_supports_containers(&runc);
     assert!(
-        oci_bridge::host_supports_containers().is_ok(),
-        "this test needs root and runc: {:?}",
-        oci_bridge::host_supports_containers()
+        supported.is_ok(),
+        "this test needs root and runc: {supported:?}"
     );
     let registry = LocalRegistry::start().await;
     let tmp = tempfile::tempdir().unwrap();
@@ -218,8 +220,84 @@ async fn container_pods_run_on_runc() {
     );
     let (ok, _, err) = kubectl(&m, &["exec", &pod, "-c", "nope", "--", "ls"], None);
     assert!(!ok && err.contains("container nope is not valid"), "{err}");
-    let (ok, _, err) = kubectl(&m, &["exec", "-i", &pod, "--", "sh"], None);
-    assert!(!ok && err.contains("without standard input"), "{err}");
+
+    // -i: standard input flows to the command; its end (v5's close of the
+    // stdin channel) is the command's end of file.
+    let out = kubectl_ok(
+        &m,
+        &["exec", "-i", &pod, "--", "sh", "-c", "cat; echo done"],
+        Some("one\ntwo\n"),
+    );
+    assert_eq!(out, "one\ntwo\ndone\n");
+    // -it: a terminal of the client's size (kubectl needs one of its own:
+    // `script` gives it a pseudo-terminal).
+    let inner = format!(
+        "stty cols 91 rows 27; kubectl exec -it {pod} -- sh -c 'stty size; tty; echo $TERM; exit 6'"
+    );
+    let out = Command::new("script")
+        .args(["-qec", &inner, "/dev/null"])
+        .env("KUBECONFIG", m.kubeconfig())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).replace('\r', "");
+    assert_eq!(out.status.code(), Some(6), "{text}");
+    assert!(
+        text.contains("27 91\n/dev/pts/") && text.contains("xterm\n"),
+        "{text}"
+    );
+
+    // kubectl attach: the container's output from now on.
+    let mut attach = Command::new("kubectl")
+        .env("KUBECONFIG", m.kubeconfig())
+        .args(["attach", &pod])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = attach.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let mut seen = None;
+    for i in 0..30 {
+        // Written as the container's PID 1 writes: to its stdout.
+        let line = format!("attached line {i}");
+        kubectl_ok(
+            &m,
+            &[
+                "exec",
+                &pod,
+                "--",
+                "sh",
+                "-c",
+                &format!("echo {line} > /proc/1/fd/1"),
+            ],
+            None,
+        );
+        if let Ok(got) = rx.recv_timeout(Duration::from_secs(1)) {
+            seen = Some(got);
+            break;
+        }
+    }
+    let _ = attach.kill();
+    let _ = attach.wait();
+    let seen = seen.expect("kubectl attach printed the container's output");
+    assert!(seen.starts_with("attached line "), "{seen}");
+    let (ok, _, err) = kubectl(&m, &["attach", "-i", &pod], None);
+    assert!(
+        !ok && err.contains("no standard input to attach to"),
+        "{err}"
+    );
 
     // The Job runs to completion; its logs are the container's stdout.
     wait_for("the job to complete", Duration::from_secs(60), || {

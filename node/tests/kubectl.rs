@@ -105,6 +105,40 @@ async fn kubectl_apply_get_scale_delete_watch() {
         svc.contains("ClusterIP") && svc.contains("10.43.") && svc.contains("80/TCP"),
         "{svc}"
     );
+    // Every cluster has the API server as the `kubernetes` Service.
+    let svc = kubectl_ok(&m, &["get", "svc", "kubernetes", "-n", "default"], None);
+    assert!(
+        svc.contains("10.43.0.1") && svc.contains("443/TCP"),
+        "{svc}"
+    );
+    let ep = kubectl_ok(
+        &m,
+        &[
+            "get",
+            "endpoints",
+            "kubernetes",
+            "-o",
+            "jsonpath={.subsets[0].addresses[0].ip}:{.subsets[0].ports[0].port}",
+        ],
+        None,
+    );
+    assert_eq!(ep, format!("127.0.0.1:{}", m.api_port));
+
+    // kubectl explain reads the kinds' schemas from /openapi/v3.
+    let explained = kubectl_ok(&m, &["explain", "deployment.spec.strategy"], None);
+    assert!(
+        explained.contains("KIND:       Deployment")
+            && explained.contains("FIELD: strategy <DeploymentStrategy>")
+            && explained.contains("rollingUpdate\t<RollingUpdateDeployment>"),
+        "{explained}"
+    );
+    let explained = kubectl_ok(&m, &["explain", "pods.spec.containers.image"], None);
+    assert!(explained.contains("Container image name"), "{explained}");
+    let (ok, _, err) = kubectl(&m, &["explain", "pods.spec.nope"], None);
+    assert!(
+        !ok && err.contains("field \"nope\" does not exist"),
+        "{err}"
+    );
     let yaml = kubectl_ok(
         &m,
         &["get", "deploy", "web", "-n", "shop", "-o", "yaml"],

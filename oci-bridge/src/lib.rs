@@ -7,9 +7,13 @@
 //! - [`spec`]: the OCI runtime spec of a container (pure).
 //! - [`runtime`]: [`OciRuntime`], bundles on overlayfs, `runc run`, logs,
 //!   stop with grace, OOM and deadline reasons, exec.
+//! - [`exec`]: interactive exec, streams connected as they flow, on a
+//!   pseudo-terminal if asked.
 
+pub mod exec;
 pub mod image;
 pub mod runtime;
 pub mod spec;
 
+pub use exec::{ExecOptions, ExecSession};
 pub use runtime::{OciConfig, OciRuntime, find_runc, host_supports_containers, kube_arch};

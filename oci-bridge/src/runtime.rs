@@ -95,11 +95,14 @@ pub fn find_runc() -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// Whether containers can run on this host: runc is installed, we are root
+/// Whether containers can run on this host with the `runc` binary at
+/// `runc` (as [`OciConfig::new`] found it): it is installed, we are root
 /// (runc as a non-root user needs a rootless setup skiff does not do) and
 /// overlayfs is available.
-pub fn host_supports_containers() -> Result<PathBuf, String> {
-    let runc = find_runc().ok_or("runc is not installed (apt-get install runc)")?;
+pub fn host_supports_containers(runc: &Path) -> Result<(), String> {
+    if !runc.is_file() {
+        return Err("runc is not installed (apt-get install runc)".into());
+    }
     let uid = std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
@@ -115,7 +118,7 @@ pub fn host_supports_containers() -> Result<PathBuf, String> {
     if !fs.lines().any(|l| l.trim_end().ends_with("overlay")) {
         return Err("the kernel has no overlay filesystem".into());
     }
-    Ok(runc)
+    Ok(())
 }
 
 /// Kubernetes' name of this CPU architecture.
@@ -149,14 +152,14 @@ struct Inner {
     containers: Mutex<HashMap<ContainerId, Arc<Container>>>,
 }
 
-struct Container {
+pub(crate) struct Container {
     id: ContainerId,
     /// runc's name for it (`[A-Za-z0-9_.+-]`).
-    runc_id: String,
+    pub(crate) runc_id: String,
     spec: ContainerSpec,
     dir: PathBuf,
     image_digest: String,
-    state: watch::Sender<ContainerState>,
+    pub(crate) state: watch::Sender<ContainerState>,
     /// A stop was asked for: the exit is not an OOM kill.
     stopping: AtomicBool,
     deadline_hit: AtomicBool,
@@ -201,7 +204,7 @@ impl OciRuntime {
         Ok(rt)
     }
 
-    fn runc(&self) -> tokio::process::Command {
+    pub(crate) fn runc(&self) -> tokio::process::Command {
         let mut c = tokio::process::Command::new(&self.inner.cfg.runc);
         c.arg("--root").arg(self.inner.cfg.data_dir.join("runc"));
         c.stdin(Stdio::null());
@@ -335,7 +338,7 @@ impl OciRuntime {
 
     async fn start_container(&self, spec: ContainerSpec) -> Result<ContainerStatus, RuntimeError> {
         let old = self.inner.containers.lock().get(&spec.id).cloned();
-        if old.is_some_and(|c| c.state.borrow().is_running_or_waiting()) {
+        if old.is_some_and(|c| !matches!(*c.state.borrow(), ContainerState::Terminated(_))) {
             return Err(RuntimeError::AlreadyExists(spec.id.clone()));
         }
         // A restart: the old container's bundle goes first.
@@ -608,7 +611,7 @@ impl OciRuntime {
         c
     }
 
-    fn get(&self, id: &ContainerId) -> Result<Arc<Container>, RuntimeError> {
+    pub(crate) fn get(&self, id: &ContainerId) -> Result<Arc<Container>, RuntimeError> {
         self.inner
             .containers
             .lock()
@@ -631,7 +634,7 @@ impl OciRuntime {
         grace: Duration,
     ) -> Result<ContainerStatus, RuntimeError> {
         let c = self.get(id)?;
-        if c.state.borrow().is_terminated() {
+        if matches!(*c.state.borrow(), ContainerState::Terminated(_)) {
             return Ok(c.status());
         }
         c.stopping.store(true, Ordering::SeqCst);
@@ -650,19 +653,6 @@ impl OciRuntime {
                 return Ok(s);
             }
         }
-    }
-}
-
-trait StateExt {
-    fn is_terminated(&self) -> bool;
-    fn is_running_or_waiting(&self) -> bool {
-        !self.is_terminated()
-    }
-}
-
-impl StateExt for ContainerState {
-    fn is_terminated(&self) -> bool {
-        matches!(self, ContainerState::Terminated(_))
     }
 }
 

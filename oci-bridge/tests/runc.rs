@@ -7,6 +7,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use tokio::io::AsyncWriteExt;
+
+use oci_bridge::exec::{ExecOptions, ExecSession, STDERR, STDOUT};
 use oci_bridge::image::{ImageConfig, push_dir};
 use oci_bridge::{OciConfig, OciRuntime};
 use skiff_sdk::registry::RegistryClient;
@@ -225,6 +228,7 @@ async fn runc_runtime() {
             .await
             .unwrap();
     assert_eq!(o.exit_code, 7);
+    interactive_exec(&f.rt, &spec.id).await;
     f.rt.remove(&spec.id).await.unwrap();
 
     // activeDeadlineSeconds.
@@ -278,4 +282,126 @@ async fn a_new_runtime_removes_what_an_old_one_left() {
     assert!(t.termination().is_some());
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!mounts.contains(&*f.scratch.path().to_string_lossy()));
+}
+
+/// Everything a session printed, by stream, and its exit code.
+async fn drain(mut s: ExecSession) -> (String, String, i32) {
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let read = async {
+        while let Some((stream, data)) = s.output.recv().await {
+            match stream {
+                STDOUT => out.extend(data),
+                STDERR => err.extend(data),
+                other => panic!("stream {other}"),
+            }
+        }
+        s.exit.await.expect("an exit code")
+    };
+    let code = tokio::time::timeout(Duration::from_secs(30), read)
+        .await
+        .expect("the session ends");
+    (
+        String::from_utf8_lossy(&out).into_owned(),
+        String::from_utf8_lossy(&err).into_owned(),
+        code,
+    )
+}
+
+/// `kubectl exec -i` and `-it`: standard input flows in, output flows out
+/// as it is written, a terminal has the size it was given, and a hang-up
+/// ends a command that reads nothing.
+async fn interactive_exec(rt: &OciRuntime, id: &skiff_sdk::runtime::ContainerId) {
+    let argv = |s: &str| vec!["sh".to_string(), "-c".to_string(), s.to_string()];
+    let both = ExecOptions {
+        stdin: true,
+        tty: false,
+    };
+    // Piped standard input, stderr apart; end of file ends `cat`.
+    let mut s = rt
+        .exec_session(id, argv("cat; echo done >&2; exit 3"), both)
+        .await
+        .unwrap();
+    let mut stdin = s.stdin.take().expect("stdin");
+    stdin.write_all(b"line one\n").await.unwrap();
+    // The first line comes back before standard input ends: streaming.
+    let (stream, first) = tokio::time::timeout(Duration::from_secs(10), s.output.recv())
+        .await
+        .expect("output while stdin is open")
+        .unwrap();
+    assert_eq!((stream, &first[..]), (STDOUT, &b"line one\n"[..]));
+    stdin.write_all(b"line two\n").await.unwrap();
+    drop(stdin);
+    let (out, err, code) = drain(s).await;
+    assert_eq!(
+        (out.as_str(), err.as_str(), code),
+        ("line two\n", "done\n", 3)
+    );
+
+    // A terminal: the command sees one, of the size set, stderr joins
+    // stdout, and it reads what is typed.
+    let tty = ExecOptions {
+        stdin: true,
+        tty: true,
+    };
+    let mut s = rt
+        .exec_session(
+            id,
+            argv("stty size; [ -t 0 ] && echo is-a-tty; read x; echo got $x >&2"),
+            tty,
+        )
+        .await
+        .unwrap();
+    s.terminal
+        .as_ref()
+        .expect("a terminal")
+        .resize(132, 43)
+        .unwrap();
+    let mut stdin = s.stdin.take().unwrap();
+    stdin.write_all(b"hello\n").await.unwrap();
+    let (out, err, code) = drain(s).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(err.is_empty(), "{err}");
+    // The terminal echoes input and ends lines with CR LF.
+    let lines: Vec<&str> = out.lines().map(|l| l.trim_end_matches('\r')).collect();
+    assert!(lines.contains(&"43 132"), "{out:?}");
+    assert!(lines.contains(&"is-a-tty"), "{out:?}");
+    assert!(lines.contains(&"got hello"), "{out:?}");
+
+    // No stdin asked for: none given, and the command sees end of file.
+    let s = rt
+        .exec_session(id, argv("cat; echo eof"), ExecOptions::default())
+        .await
+        .unwrap();
+    assert!(s.stdin.is_none() && s.terminal.is_none());
+    let (out, _, code) = drain(s).await;
+    assert_eq!((out.as_str(), code), ("eof\n", 0));
+
+    // A caller that goes away hangs up a command that ignores its input.
+    let s = rt.exec_session(id, argv("sleep 600"), both).await.unwrap();
+    let started = std::time::Instant::now();
+    let ExecSession {
+        exit,
+        hangup,
+        output,
+        stdin,
+        ..
+    } = s;
+    hangup.hang_up();
+    let code = tokio::time::timeout(Duration::from_secs(20), exit)
+        .await
+        .expect("a hung-up command ends")
+        .unwrap();
+    drop((output, stdin));
+    assert_eq!(code, 128 + 1, "SIGHUP ends sleep");
+    assert!(started.elapsed() < Duration::from_secs(10));
+
+    // A command that is not there: runc's error, and a failing code.
+    let (_, err, code) = drain(
+        rt.exec_session(id, vec!["/no/such".into()], ExecOptions::default())
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_ne!(code, 0);
+    assert!(err.contains("no such file"), "{err}");
 }

@@ -35,7 +35,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
 use skiff_sdk::client::informer::Store;
 use skiff_sdk::client::quic;
-use skiff_sdk::runtime::{ContainerId, LogLine, LogReader, Runtime, rfc3339_nanos};
+use skiff_sdk::runtime::{LogLine, LogReader, Runtime, rfc3339_nanos};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
@@ -272,7 +272,7 @@ pub struct LogServer {
     /// The runtimes `exec` runs commands through: wasm, and containers
     /// when this node has them.
     pub wasm: Arc<dyn Runtime>,
-    pub oci: Option<Arc<dyn Runtime>>,
+    pub oci: Option<oci_bridge::OciRuntime>,
 }
 
 impl LogServer {
@@ -320,7 +320,10 @@ impl LogServer {
                     async move { Ok::<_, Infallible>(server.handle(req, user).await) }
                 });
                 let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                if let Err(e) = builder.serve_connection(TokioIo::new(tls), svc).await {
+                if let Err(e) = builder
+                    .serve_connection_with_upgrades(TokioIo::new(tls), svc)
+                    .await
+                {
                     tracing::debug!(%peer, "log server connection: {e}");
                 }
             });
@@ -364,6 +367,7 @@ impl LogServer {
         let sub = match segs.first() {
             Some(&"containerLogs") => "log",
             Some(&"exec") => "exec",
+            Some(&"attach") => "attach",
             _ => "proxy",
         };
         if !may_read(&user) {
@@ -376,7 +380,8 @@ impl LogServer {
                 ),
             );
         }
-        match (req.method(), segs.as_slice()) {
+        let method = req.method().clone();
+        match (&method, segs.as_slice()) {
             (&Method::GET, ["healthz"]) => text(StatusCode::OK, "ok"),
             (&Method::GET, ["containerLogs", ns, pod, container]) => {
                 let query = req.uri().query().unwrap_or("");
@@ -392,90 +397,14 @@ impl LogServer {
                 self.container_logs(ns, pod, container, opts)
             }
             (&Method::GET | &Method::POST, ["exec", ns, pod, container]) => {
-                let command: Vec<String> = req
-                    .uri()
-                    .query()
-                    .unwrap_or("")
-                    .split('&')
-                    .filter_map(|p| p.strip_prefix("command="))
-                    .map(crate::apiserver::handlers::percent_decode)
-                    .collect();
-                self.exec(ns, pod, container, command).await
+                let (ns, pod, container) = (ns.to_string(), pod.to_string(), container.to_string());
+                self.exec(req, &ns, &pod, &container).await
+            }
+            (&Method::GET | &Method::POST, ["attach", ns, pod, container]) => {
+                let (ns, pod, container) = (ns.to_string(), pod.to_string(), container.to_string());
+                self.attach(req, &ns, &pod, &container).await
             }
             _ => text(StatusCode::NOT_FOUND, "404 page not found"),
-        }
-    }
-
-    /// Runs `command` in a running container and answers its exit code
-    /// and output as JSON (`exitCode`, `stdout`, `stderr`, the last two
-    /// base64): the API server turns it into the exec stream kubectl reads.
-    async fn exec(
-        &self,
-        ns: &str,
-        pod_name: &str,
-        container: &str,
-        command: Vec<String>,
-    ) -> Response<Body> {
-        use base64::Engine as _;
-        let Some(pod) = self.pods.get_in(Some(ns), pod_name) else {
-            return text(
-                StatusCode::NOT_FOUND,
-                format!("pod \"{ns}/{pod_name}\" not found"),
-            );
-        };
-        if command.is_empty() {
-            return text(
-                StatusCode::BAD_REQUEST,
-                "you must specify at least 1 command",
-            );
-        }
-        let status = pod.status.as_ref().and_then(|s| {
-            s.container_statuses
-                .iter()
-                .flatten()
-                .chain(s.init_container_statuses.iter().flatten())
-                .find(|c| c.name == container)
-        });
-        let id = status
-            .filter(|c| c.state.as_ref().is_some_and(|s| s.running.is_some()))
-            .and_then(|c| c.container_id.as_deref())
-            .and_then(|id| id.split_once("://").map(|(_, id)| id.to_string()));
-        let Some(id) = id else {
-            return text(
-                StatusCode::BAD_REQUEST,
-                format!("container {container} is not running in pod {pod_name}"),
-            );
-        };
-        let rt = if super::worker::is_wasm(&pod) {
-            self.wasm.clone()
-        } else {
-            match &self.oci {
-                Some(rt) => rt.clone(),
-                None => self.wasm.clone(),
-            }
-        };
-        let ran = tokio::time::timeout(EXEC_TIMEOUT, rt.exec(&ContainerId::new(id), command)).await;
-        match ran {
-            Err(_) => text(
-                StatusCode::GATEWAY_TIMEOUT,
-                format!(
-                    "the command did not finish within {}s",
-                    EXEC_TIMEOUT.as_secs()
-                ),
-            ),
-            Ok(Err(e)) => text(StatusCode::BAD_REQUEST, e.to_string()),
-            Ok(Ok(out)) => {
-                let b64 = |b: &[u8]| {
-                    base64::engine::general_purpose::STANDARD
-                        .encode(&b[..b.len().min(MAX_EXEC_OUTPUT)])
-                };
-                let body = serde_json::json!({
-                    "exitCode": out.exit_code,
-                    "stdout": b64(&out.stdout),
-                    "stderr": b64(&out.stderr),
-                });
-                full(StatusCode::OK, "application/json", body.to_string())
-            }
         }
     }
 
@@ -585,11 +514,6 @@ impl LogServer {
             .expect("valid response")
     }
 }
-
-/// How long a command run by `exec` may take, and how much of each of its
-/// streams is kept: the answer is whole, not streamed.
-const EXEC_TIMEOUT: Duration = Duration::from_secs(300);
-const MAX_EXEC_OUTPUT: usize = 16 << 20;
 
 fn text(status: StatusCode, message: impl Into<String>) -> Response<Body> {
     full(status, "text/plain; charset=utf-8", message.into())

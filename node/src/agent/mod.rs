@@ -28,6 +28,7 @@
 
 mod admit;
 mod backoff;
+mod exec;
 mod ipam;
 pub mod logs;
 mod node;
@@ -273,16 +274,13 @@ pub async fn run_with(
     let runtime = WasmRuntime::new(RuntimeConfig::new(cfg.data_dir.join("wasm")))
         .context("starting the wasm runtime")?;
     let oci = if tuning.containers {
-        match oci_bridge::host_supports_containers() {
-            Ok(runc) => {
-                let mut oc = oci_bridge::OciConfig::new(cfg.data_dir.join("oci"));
-                oc.runc = runc;
-                Some(
-                    oci_bridge::OciRuntime::new(oc)
-                        .await
-                        .context("starting the container runtime")?,
-                )
-            }
+        let oc = oci_bridge::OciConfig::new(cfg.data_dir.join("oci"));
+        match oci_bridge::host_supports_containers(&oc.runc) {
+            Ok(()) => Some(
+                oci_bridge::OciRuntime::new(oc)
+                    .await
+                    .context("starting the container runtime")?,
+            ),
             Err(why) => {
                 tracing::info!(node = %cfg.node_name, "no container runtime: {why}; this node runs wasm pods only");
                 None
@@ -366,7 +364,7 @@ pub async fn run_with(
         data_dir: ctx.cfg.data_dir.clone(),
         pods: pods.store(),
         wasm: ctx.runtime(),
-        oci: ctx.oci.clone().map(|rt| Arc::new(rt) as Arc<dyn Runtime>),
+        oci: ctx.oci.clone(),
     });
     if let Some(listener) = kubelet {
         let (server, stop) = (log_server.clone(), stop.clone());

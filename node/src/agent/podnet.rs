@@ -20,7 +20,7 @@
 //! already costs a runc process, and the commands read as what they do.
 
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 
@@ -69,7 +69,11 @@ async fn ip(args: &[&str]) -> anyhow::Result<()> {
 /// Creates the pod's namespace and its link to the host; what an earlier
 /// run left for this pod goes first. Returns the namespace's path.
 pub async fn setup(uid: &str, addr: Ipv4Addr) -> anyhow::Result<PathBuf> {
-    teardown(uid, addr).await;
+    // Only a pod of an agent that died mid-way has anything left; checking
+    // costs two stats, tearing down three `ip` processes.
+    if netns_path(uid).exists() || Path::new("/sys/class/net").join(host_if(uid)).exists() {
+        teardown(uid, addr).await;
+    }
     let ns = netns_name(uid);
     let host = host_if(uid);
     let cidr = format!("{addr}/32");

@@ -211,7 +211,7 @@ pub fn openapi_v3(path: &str) -> Option<Value> {
         "openapi": "3.0.0",
         "info": {"title": "Kubernetes", "version": format!("v{}.{}.0", KUBE_VERSION.0, KUBE_VERSION.1)},
         "paths": paths,
-        "components": {"schemas": {}},
+        "components": {"schemas": super::schemas::components(group, version)},
     }))
 }
 

@@ -3,6 +3,7 @@
 //! the `status` and `scale` subresources.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -1629,6 +1630,121 @@ pub async fn ensure_namespaces(objects: &Objects) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The `kubernetes` Service in `default`, as every cluster has: the first
+/// address of the service range, port 443 (`https`) to the API server's
+/// port, and Endpoints and an EndpointSlice naming this API server (added
+/// to those of other members already there).
+pub async fn ensure_kubernetes_service(objects: &Objects, api: SocketAddr) -> anyhow::Result<()> {
+    let err = |e: ApiError| anyhow::anyhow!(e.message);
+    let services = resources::find("", "v1", "services").expect("services served");
+    if objects
+        .get(&services.key(Some("default"), "kubernetes"))
+        .await
+        .map_err(err)?
+        .is_none()
+    {
+        let mut svc = json!({
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {
+                "name": "kubernetes",
+                "namespace": "default",
+                "labels": {"component": "apiserver", "provider": "kubernetes"},
+            },
+            "spec": {
+                "type": "ClusterIP",
+                "clusterIP": super::lifecycle::KUBERNETES_SERVICE_IP,
+                "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": api.port()}],
+                "sessionAffinity": "None",
+            },
+        });
+        validate::default(services, &mut svc);
+        // Reserve the address; a member that lost a race finds it taken.
+        let _ = super::lifecycle::allocate_cluster_ip(objects, &mut svc).await;
+        create_if_absent(objects, services, svc).await?;
+    }
+    let ip = api.ip().to_string();
+    let port = json!({"name": "https", "port": api.port(), "protocol": "TCP"});
+    let endpoints = resources::find("", "v1", "endpoints").expect("endpoints served");
+    let fresh = json!({
+        "apiVersion": "v1",
+        "kind": "Endpoints",
+        "metadata": {
+            "name": "kubernetes",
+            "namespace": "default",
+            "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"},
+        },
+        "subsets": [{"addresses": [], "ports": [port.clone()]}],
+    });
+    add_to_list(
+        objects,
+        endpoints,
+        fresh,
+        "/subsets/0/addresses",
+        json!({"ip": ip}),
+    )
+    .await
+    .map_err(err)?;
+    let slices = resources::find("discovery.k8s.io", "v1", "endpointslices").expect("served");
+    let fresh = json!({
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": "kubernetes",
+            "namespace": "default",
+            "labels": {"kubernetes.io/service-name": "kubernetes"},
+        },
+        "addressType": "IPv4",
+        "endpoints": [],
+        "ports": [port],
+    });
+    let endpoint = json!({"addresses": [ip], "conditions": {"ready": true}});
+    add_to_list(objects, slices, fresh, "/endpoints", endpoint)
+        .await
+        .map_err(err)?;
+    Ok(())
+}
+
+/// Adds `item` to the list at `pointer` in the stored object named as
+/// `fresh` (stored as `fresh` if absent), unless it is there already;
+/// concurrent writers are retried.
+async fn add_to_list(
+    objects: &Objects,
+    res: &'static Resource,
+    fresh: Value,
+    pointer: &str,
+    item: Value,
+) -> Result<(), ApiError> {
+    let key = res.key(
+        fresh["metadata"]["namespace"].as_str(),
+        fresh["metadata"]["name"].as_str().unwrap_or(""),
+    );
+    for _ in 0..5 {
+        let current = objects.get(&key).await?;
+        let (mut obj, pre) = match current {
+            Some(s) => (s.object, Precondition::ModRevision(s.rev)),
+            None => {
+                let mut obj = fresh.clone();
+                obj["metadata"]["uid"] = json!(new_uid());
+                obj["metadata"]["creationTimestamp"] = json!(now_rfc3339());
+                (obj, Precondition::Absent)
+            }
+        };
+        let Some(list) = obj.pointer_mut(pointer) else {
+            return Ok(());
+        };
+        match list.as_array_mut() {
+            Some(a) if a.contains(&item) => return Ok(()),
+            Some(a) => a.push(item.clone()),
+            None => *list = json!([item.clone()]),
+        }
+        if objects.put(&key, &obj, pre).await?.is_some() {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
 /// Stores a bootstrap object unless one of its name exists: what an
 /// administrator changed in it is kept across restarts.
 async fn create_if_absent(
@@ -1636,8 +1752,10 @@ async fn create_if_absent(
     res: &'static resources::Resource,
     mut obj: Value,
 ) -> anyhow::Result<()> {
-    let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
-    let key = res.key(None, &name);
+    let key = res.key(
+        obj["metadata"]["namespace"].as_str(),
+        obj["metadata"]["name"].as_str().unwrap_or(""),
+    );
     if objects
         .get(&key)
         .await

@@ -13,6 +13,9 @@ use super::{Body, json as json_resp};
 /// The service CIDR, as k3s: 10.43.0.0/16; .1 is the `kubernetes` service.
 const SERVICE_NET: [u8; 2] = [10, 43];
 
+/// The `kubernetes` Service's address: the first of the range.
+pub const KUBERNETES_SERVICE_IP: &str = "10.43.0.1";
+
 fn ip_key(ip: &str) -> String {
     format!("/registry/core/serviceips/{ip}")
 }

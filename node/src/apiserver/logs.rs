@@ -69,6 +69,7 @@ impl KubeletClient {
         host: &str,
         port: u16,
         path: &str,
+        headers: &http::HeaderMap,
     ) -> Result<Response<hyper::body::Incoming>, ApiError> {
         let url = format!("https://{host}:{port}{path}");
         let fail = |e: &dyn std::fmt::Display| ApiError::internal(format!("Get \"{url}\": {e}"));
@@ -84,7 +85,7 @@ impl KubeletClient {
         // address alone could be anyone's.
         let name = ServerName::try_from(node.to_string()).map_err(|e| fail(&e))?;
         let tls = self.tls.connect(name, tcp).await.map_err(|e| fail(&e))?;
-        get_over(TokioIo::new(tls), &format!("{node}:{port}"), path)
+        get_over(TokioIo::new(tls), &format!("{node}:{port}"), path, headers)
             .await
             .map_err(|e| fail(&e))
     }
@@ -95,6 +96,7 @@ async fn get_quic(
     conn: &quinn::Connection,
     node: &str,
     path: &str,
+    headers: &http::HeaderMap,
 ) -> Result<Response<hyper::body::Incoming>, ApiError> {
     let fail = |e: &dyn std::fmt::Display| {
         ApiError::internal(format!("Get \"{path}\" on node {node} (quic): {e}"))
@@ -103,29 +105,37 @@ async fn get_quic(
         .await
         .map_err(|_| fail(&"timed out opening a stream"))?
         .map_err(|e| fail(&e))?;
-    get_over(skiff_sdk::client::quic::stream_io(send, recv), node, path)
-        .await
-        .map_err(|e| fail(&e))
+    get_over(
+        skiff_sdk::client::quic::stream_io(send, recv),
+        node,
+        path,
+        headers,
+    )
+    .await
+    .map_err(|e| fail(&e))
 }
 
-/// One HTTP/1.1 `GET` over `io`.
+/// One HTTP/1.1 `GET` over `io` (which may be upgraded, for exec).
 async fn get_over<IO>(
     io: IO,
     host: &str,
     path: &str,
+    headers: &http::HeaderMap,
 ) -> Result<Response<hyper::body::Incoming>, Box<dyn std::error::Error + Send + Sync>>
 where
     IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await?;
     tokio::spawn(async move {
-        if let Err(e) = conn.await {
+        if let Err(e) = conn.with_upgrades().await {
             tracing::debug!("kubelet connection: {e}");
         }
     });
-    let req = Request::get(path)
+    let mut req = Request::get(path)
         .header(header::HOST, host)
         .body(Empty::<Bytes>::new())?;
+    req.headers_mut()
+        .extend(headers.iter().map(|(k, v)| (k.clone(), v.clone())));
     Ok(sender.send_request(req).await?)
 }
 
@@ -254,6 +264,19 @@ pub(super) async fn agent_get(
     pod: &Value,
     path: &str,
 ) -> Result<Response<hyper::body::Incoming>, ApiError> {
+    let none = http::HeaderMap::new();
+    agent_request(objects, kubelet, agents, pod, path, &none).await
+}
+
+/// [`agent_get`] with extra request headers (a WebSocket handshake's).
+pub(super) async fn agent_request(
+    objects: &Objects,
+    kubelet: Option<&KubeletClient>,
+    agents: &super::quic::AgentLinks,
+    pod: &Value,
+    path: &str,
+    headers: &http::HeaderMap,
+) -> Result<Response<hyper::body::Incoming>, ApiError> {
     let name = pod["metadata"]["name"].as_str().unwrap_or("");
     let node_name = pod["spec"]["nodeName"].as_str().unwrap_or("");
     if node_name.is_empty() {
@@ -268,7 +291,7 @@ pub(super) async fn agent_get(
         .ok_or_else(|| ApiError::not_found("", "nodes", node_name))?
         .object;
     match agents.get(node_name) {
-        Some(conn) => get_quic(&conn, node_name, path).await,
+        Some(conn) => get_quic(&conn, node_name, path, headers).await,
         None => {
             let (host, port) = endpoint(&node).ok_or_else(|| {
                 ApiError::unavailable(format!(
@@ -280,7 +303,7 @@ pub(super) async fn agent_get(
                     "this API server has no client certificate for the nodes' log endpoints",
                 )
             })?;
-            kubelet.get(node_name, &host, port, path).await
+            kubelet.get(node_name, &host, port, path, headers).await
         }
     }
 }

@@ -23,6 +23,7 @@ pub mod proto;
 pub mod quic;
 mod rbac;
 pub mod resources;
+pub mod schemas;
 mod seal;
 pub mod status;
 mod storage;
@@ -101,6 +102,20 @@ pub fn error(e: &ApiError) -> Response<Body> {
     )
 }
 
+impl ApiConfig {
+    /// Where clients reach this API server: the advertised address, else
+    /// the listen address (loopback for an unspecified one).
+    fn advertised(&self) -> String {
+        self.advertise.clone().unwrap_or_else(|| {
+            if self.listen.ip().is_unspecified() {
+                format!("127.0.0.1:{}", self.listen.port())
+            } else {
+                self.listen.to_string()
+            }
+        })
+    }
+}
+
 impl ApiServer {
     /// Prepares the API server over a running store: certificates, the
     /// admin token, the kubeconfig, and the built-in namespaces.
@@ -143,17 +158,18 @@ impl ApiServer {
         server.write_kubeconfig(cfg)?;
         handlers::ensure_namespaces(&server.objects).await?;
         handlers::ensure_bootstrap_objects(&server.objects).await?;
+        let api = cfg.advertised();
+        match api.parse() {
+            Ok(addr) => handlers::ensure_kubernetes_service(&server.objects, addr).await?,
+            Err(_) => tracing::warn!(
+                "the advertised address {api} is not an IP and port: the kubernetes Service gets no endpoint"
+            ),
+        }
         Ok(server)
     }
 
     fn write_kubeconfig(&self, cfg: &ApiConfig) -> anyhow::Result<()> {
-        let addr = cfg.advertise.clone().unwrap_or_else(|| {
-            if cfg.listen.ip().is_unspecified() {
-                format!("127.0.0.1:{}", cfg.listen.port())
-            } else {
-                cfg.listen.to_string()
-            }
-        });
+        let addr = cfg.advertised();
         let tls = self
             .objects
             .store()
@@ -400,6 +416,23 @@ impl ApiServer {
                 rbac::authorize(&self.objects, user, "create", &target).await?;
                 let q = handlers::query(&req);
                 exec::pod_exec(
+                    &self.objects,
+                    self.kubelet.as_ref(),
+                    &self.agents,
+                    &target,
+                    &q,
+                    req,
+                )
+                .await
+            }
+            ["api", "v1", "namespaces", ns, "pods", name, "attach"]
+                if get || req.method() == Method::POST =>
+            {
+                let target =
+                    handlers::Target::parse("", "v1", &["namespaces", ns, "pods", name, "attach"])?;
+                rbac::authorize(&self.objects, user, "create", &target).await?;
+                let q = handlers::query(&req);
+                exec::pod_attach(
                     &self.objects,
                     self.kubelet.as_ref(),
                     &self.agents,

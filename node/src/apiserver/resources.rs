@@ -229,6 +229,14 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
                 "name": "pods/binding", "singularName": "", "namespaced": true,
                 "kind": "Binding", "verbs": ["create"],
             }));
+            list.push(serde_json::json!({
+                "name": "pods/exec", "singularName": "", "namespaced": true,
+                "kind": "PodExecOptions", "verbs": ["create", "get"],
+            }));
+            list.push(serde_json::json!({
+                "name": "pods/attach", "singularName": "", "namespaced": true,
+                "kind": "PodAttachOptions", "verbs": ["create", "get"],
+            }));
         }
     }
     let gv = if group.is_empty() {

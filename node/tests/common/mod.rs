@@ -180,14 +180,7 @@ pub fn remove_container_leftovers(agent_dir: &Path) {
         if let Some(uid) = ns.strip_prefix("skiff-")
             && ips.contains(uid)
         {
-            let host: String = uid
-                .chars()
-                .filter(char::is_ascii_hexdigit)
-                .take(12)
-                .collect();
-            let _ = Command::new("ip")
-                .args(["link", "del", &format!("sk{host}")])
-                .output();
+            // The pod's veth goes with the namespace: its peer lives there.
             let _ = Command::new("ip").args(["netns", "del", ns]).output();
         }
     }

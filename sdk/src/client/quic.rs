@@ -69,6 +69,7 @@ pub fn spawn_serve<H, Fut, B>(
         });
         if let Err(e) = hyper::server::conn::http1::Builder::new()
             .serve_connection(stream_io(send, recv), svc)
+            .with_upgrades()
             .await
         {
             tracing::debug!("{what}: {e}");
