@@ -5,6 +5,11 @@
 //! machine they would compete for the same cores), drives both with the same
 //! etcd v3 client code, and prints one table. The client runs on the same
 //! machine as the servers, so the numbers are only comparable with each other.
+//!
+//! `skiff bench api` ([`api`]) measures the Kubernetes API over the store:
+//! create latency against a raw put, lists of many pods, watch fan-out.
+
+mod api;
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -31,6 +36,9 @@ pub enum BenchCmd {
     /// Compare the replicated store with etcd: put and range throughput and
     /// latency, and leader failover time, over the same etcd v3 client.
     Store(StoreArgs),
+    /// The Kubernetes API over the store: create latency against a raw
+    /// etcd v3 put, `list pods` with many pods, one change to many watchers.
+    Api(api::ApiArgs),
 }
 
 #[derive(clap::Args)]
@@ -74,6 +82,10 @@ pub async fn run(cmd: BenchCmd) -> Result<()> {
                 _ = tokio::signal::ctrl_c() => bail!("interrupted"),
             }
         }
+        BenchCmd::Api(args) => tokio::select! {
+            r = api::run(args) => r,
+            _ = tokio::signal::ctrl_c() => bail!("interrupted"),
+        },
     }
 }
 

@@ -548,7 +548,15 @@ fn check_type(res: &Resource, obj: &Value) -> Result<(), ApiError> {
 async fn ensure_namespace(objects: &Objects, t: &Target) -> Result<(), ApiError> {
     if let Some(ns) = &t.namespace {
         let ns_res = resources::find("", "v1", "namespaces").expect("namespaces served");
-        match objects.get(&ns_res.key(None, ns)).await? {
+        let key = ns_res.key(None, ns);
+        // As Kubernetes' NamespaceLifecycle admission: the local view first
+        // (no quorum round on every create), a quorum read before refusing
+        // a namespace this member may not have seen created yet.
+        let found = match objects.get_local(&key).await? {
+            Some(s) => Some(s),
+            None => objects.get(&key).await?,
+        };
+        match found {
             None => return Err(ApiError::not_found("", "namespaces", ns)),
             Some(s) if s.object["status"]["phase"] == "Terminating" => {
                 return Err(ApiError::new(

@@ -98,10 +98,22 @@ impl Objects {
     }
 
     pub async fn get(&self, key: &str) -> Result<Option<Stored>, ApiError> {
+        self.get_with(key, false).await
+    }
+
+    /// [`Objects::get`] from this member's applied state, without a quorum
+    /// round (etcd's serializable read): what an informer cache would say,
+    /// for admission checks that Kubernetes answers from one.
+    pub async fn get_local(&self, key: &str) -> Result<Option<Stored>, ApiError> {
+        self.get_with(key, true).await
+    }
+
+    async fn get_with(&self, key: &str, serializable: bool) -> Result<Option<Stored>, ApiError> {
         let r = self
             .store
             .range(RangeRequest {
                 key: key.as_bytes().to_vec(),
+                serializable,
                 ..Default::default()
             })
             .await?;
