@@ -23,7 +23,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use rustix::process::{Pid, Signal, kill_process};
-use skiff_sdk::runtime::{ContainerId, ContainerState, RuntimeError, exit_code};
+use skiff_sdk::runtime::{ContainerId, RuntimeError, exit_code};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::sync::{mpsc, oneshot};
 
@@ -114,21 +114,7 @@ impl OciRuntime {
         command: Vec<String>,
         opts: ExecOptions,
     ) -> Result<ExecSession, RuntimeError> {
-        let c = self.get(id)?;
-        if !matches!(&*c.state.borrow(), ContainerState::Running { .. }) {
-            return Err(RuntimeError::InvalidSpec {
-                id: id.clone(),
-                field: "exec",
-                message: "the container is not running".into(),
-            });
-        }
-        if command.is_empty() {
-            return Err(RuntimeError::InvalidSpec {
-                id: id.clone(),
-                field: "exec.command",
-                message: "empty command".into(),
-            });
-        }
+        let c = self.exec_target(id, &command)?;
         let io = |context: &str| {
             let context = context.to_string();
             move |e: std::io::Error| RuntimeError::Io { context, source: e }

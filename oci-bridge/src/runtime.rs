@@ -611,6 +611,31 @@ impl OciRuntime {
         c
     }
 
+    /// The container an exec of `command` runs in: running, and the command
+    /// not empty.
+    pub(crate) fn exec_target(
+        &self,
+        id: &ContainerId,
+        command: &[String],
+    ) -> Result<Arc<Container>, RuntimeError> {
+        let c = self.get(id)?;
+        if !matches!(&*c.state.borrow(), ContainerState::Running { .. }) {
+            return Err(RuntimeError::InvalidSpec {
+                id: id.clone(),
+                field: "exec",
+                message: "the container is not running".into(),
+            });
+        }
+        if command.is_empty() {
+            return Err(RuntimeError::InvalidSpec {
+                id: id.clone(),
+                field: "exec.command",
+                message: "empty command".into(),
+            });
+        }
+        Ok(c)
+    }
+
     pub(crate) fn get(&self, id: &ContainerId) -> Result<Arc<Container>, RuntimeError> {
         self.inner
             .containers
@@ -813,21 +838,7 @@ impl Runtime for OciRuntime {
         command: Vec<String>,
     ) -> BoxFuture<'a, Result<ExecOutput, RuntimeError>> {
         Box::pin(async move {
-            let c = self.get(id)?;
-            if !matches!(&*c.state.borrow(), ContainerState::Running { .. }) {
-                return Err(RuntimeError::InvalidSpec {
-                    id: id.clone(),
-                    field: "exec",
-                    message: "the container is not running".into(),
-                });
-            }
-            if command.is_empty() {
-                return Err(RuntimeError::InvalidSpec {
-                    id: id.clone(),
-                    field: "exec.command",
-                    message: "empty command".into(),
-                });
-            }
+            let c = self.exec_target(id, &command)?;
             let out = self
                 .runc()
                 .args(["exec", "--", &c.runc_id])

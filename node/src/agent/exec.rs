@@ -163,7 +163,42 @@ fn serve(
     ws::switching_protocols(key, protocol)
 }
 
+/// A checked exec or attach request.
+struct Prepared {
+    pod: std::sync::Arc<Pod>,
+    q: Query,
+    key: String,
+    protocol: &'static str,
+    id: String,
+}
+
 impl LogServer {
+    /// What exec and attach both check first: the pod, the handshake,
+    /// the container running.
+    fn prepare(
+        &self,
+        req: &Request<Incoming>,
+        [ns, pod_name, container]: [&str; 3],
+        what: &str,
+    ) -> Result<Prepared, Response<Body>> {
+        let Some(pod) = self.pods.get_in(Some(ns), pod_name) else {
+            return Err(text(
+                StatusCode::NOT_FOUND,
+                format!("pod \"{ns}/{pod_name}\" not found"),
+            ));
+        };
+        let q = Query::parse(req.uri().query().unwrap_or(""));
+        let (key, protocol) = handshake(req, what)?;
+        let id = running_container(&pod, container)?;
+        Ok(Prepared {
+            pod,
+            q,
+            key,
+            protocol,
+            id,
+        })
+    }
+
     pub(super) async fn exec(
         &self,
         req: Request<Incoming>,
@@ -171,27 +206,23 @@ impl LogServer {
         pod_name: &str,
         container: &str,
     ) -> Response<Body> {
-        let Some(pod) = self.pods.get_in(Some(ns), pod_name) else {
-            return text(
-                StatusCode::NOT_FOUND,
-                format!("pod \"{ns}/{pod_name}\" not found"),
-            );
+        let Prepared {
+            pod,
+            q,
+            key,
+            protocol,
+            id,
+        } = match self.prepare(&req, [ns, pod_name, container], "exec") {
+            Ok(p) => p,
+            Err(resp) => return resp,
         };
-        let q = Query::parse(req.uri().query().unwrap_or(""));
         if q.command.is_empty() {
             return text(
                 StatusCode::BAD_REQUEST,
                 "you must specify at least 1 command",
             );
         }
-        let (key, protocol) = match handshake(&req, "exec") {
-            Ok(h) => h,
-            Err(resp) => return resp,
-        };
-        let id = match running_container(&pod, container) {
-            Ok(id) => ContainerId::new(id),
-            Err(resp) => return resp,
-        };
+        let id = ContainerId::new(id);
         let opts = ExecOptions {
             stdin: q.flag("stdin"),
             tty: q.flag("tty"),
@@ -220,19 +251,14 @@ impl LogServer {
         pod_name: &str,
         container: &str,
     ) -> Response<Body> {
-        let Some(pod) = self.pods.get_in(Some(ns), pod_name) else {
-            return text(
-                StatusCode::NOT_FOUND,
-                format!("pod \"{ns}/{pod_name}\" not found"),
-            );
-        };
-        let q = Query::parse(req.uri().query().unwrap_or(""));
-        let (key, protocol) = match handshake(&req, "attach") {
-            Ok(h) => h,
-            Err(resp) => return resp,
-        };
-        let id = match running_container(&pod, container) {
-            Ok(id) => id,
+        let Prepared {
+            q,
+            key,
+            protocol,
+            id,
+            ..
+        } = match self.prepare(&req, [ns, pod_name, container], "attach") {
+            Ok(p) => p,
             Err(resp) => return resp,
         };
         if q.flag("stdin") || q.flag("tty") {

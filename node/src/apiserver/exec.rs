@@ -69,7 +69,10 @@ fn query_all(req: &Request<Body>, key: &str) -> Vec<String> {
         .collect()
 }
 
-pub async fn pod_exec(
+/// `pods/{name}/exec` and `pods/{name}/attach` (the target's subresource):
+/// the checks Kubernetes makes, then the agent's `/exec/...` or
+/// `/attach/...` through [`proxy_upgrade`].
+pub async fn pod_stream(
     objects: &Objects,
     kubelet: Option<&KubeletClient>,
     agents: &super::quic::AgentLinks,
@@ -79,21 +82,23 @@ pub async fn pod_exec(
 ) -> Result<Response<Body>, ApiError> {
     let name = t.name.as_deref().unwrap_or("");
     let ns = t.namespace.as_deref().unwrap_or("");
+    let sub = t.sub.as_deref().unwrap_or("exec");
     let (pod, container) = pod_and_container(objects, t, q).await?;
     let command = query_all(&req, "command");
-    if command.is_empty() {
+    if sub == "exec" && command.is_empty() {
         return Err(ApiError::bad_request("you must specify at least 1 command"));
     }
-    if matches!(
-        pod["status"]["phase"].as_str(),
-        Some("Succeeded" | "Failed")
-    ) {
+    if let Some(phase @ ("Succeeded" | "Failed")) = pod["status"]["phase"].as_str() {
+        let verb = if sub == "exec" {
+            "exec into"
+        } else {
+            "attach to"
+        };
         return Err(ApiError::bad_request(format!(
-            "cannot exec into a container in a completed pod; current phase is {}",
-            pod["status"]["phase"].as_str().unwrap_or("")
+            "cannot {verb} a container in a completed pod; current phase is {phase}"
         )));
     }
-    check_websocket(&req, "exec")?;
+    check_websocket(&req, sub)?;
     let mut query: Vec<String> = command
         .iter()
         .map(|c| format!("command={}", percent_encode(c)))
@@ -103,34 +108,7 @@ pub async fn pod_exec(
             .iter()
             .filter_map(|f| q.get(*f).map(|v| format!("{f}={}", percent_encode(v)))),
     );
-    let path = format!("/exec/{ns}/{name}/{container}?{}", query.join("&"));
-    proxy_upgrade(objects, kubelet, agents, &pod, &path, req).await
-}
-
-/// `pods/{name}/attach`: `kubectl attach`, the container's output as it
-/// is written (the agent's `/attach/...`; see `agent/exec.rs`).
-pub async fn pod_attach(
-    objects: &Objects,
-    kubelet: Option<&KubeletClient>,
-    agents: &super::quic::AgentLinks,
-    t: &Target,
-    q: &BTreeMap<String, String>,
-    req: Request<Body>,
-) -> Result<Response<Body>, ApiError> {
-    let name = t.name.as_deref().unwrap_or("");
-    let ns = t.namespace.as_deref().unwrap_or("");
-    let (pod, container) = pod_and_container(objects, t, q).await?;
-    if let Some(phase @ ("Succeeded" | "Failed")) = pod["status"]["phase"].as_str() {
-        return Err(ApiError::bad_request(format!(
-            "cannot attach to a container in a completed pod; current phase is {phase}"
-        )));
-    }
-    check_websocket(&req, "attach")?;
-    let query: Vec<String> = ["stdin", "stdout", "stderr", "tty"]
-        .iter()
-        .filter_map(|f| q.get(*f).map(|v| format!("{f}={}", percent_encode(v))))
-        .collect();
-    let path = format!("/attach/{ns}/{name}/{container}?{}", query.join("&"));
+    let path = format!("/{sub}/{ns}/{name}/{container}?{}", query.join("&"));
     proxy_upgrade(objects, kubelet, agents, &pod, &path, req).await
 }
 

@@ -408,31 +408,20 @@ impl ApiServer {
                 )?;
                 handlers::token_request(&self.objects, &self.auth, req, target, user).await
             }
-            ["api", "v1", "namespaces", ns, "pods", name, "exec"]
-                if get || req.method() == Method::POST =>
-            {
+            [
+                "api",
+                "v1",
+                "namespaces",
+                ns,
+                "pods",
+                name,
+                sub @ ("exec" | "attach"),
+            ] if get || req.method() == Method::POST => {
                 let target =
-                    handlers::Target::parse("", "v1", &["namespaces", ns, "pods", name, "exec"])?;
+                    handlers::Target::parse("", "v1", &["namespaces", ns, "pods", name, sub])?;
                 rbac::authorize(&self.objects, user, "create", &target).await?;
                 let q = handlers::query(&req);
-                exec::pod_exec(
-                    &self.objects,
-                    self.kubelet.as_ref(),
-                    &self.agents,
-                    &target,
-                    &q,
-                    req,
-                )
-                .await
-            }
-            ["api", "v1", "namespaces", ns, "pods", name, "attach"]
-                if get || req.method() == Method::POST =>
-            {
-                let target =
-                    handlers::Target::parse("", "v1", &["namespaces", ns, "pods", name, "attach"])?;
-                rbac::authorize(&self.objects, user, "create", &target).await?;
-                let q = handlers::query(&req);
-                exec::pod_attach(
+                exec::pod_stream(
                     &self.objects,
                     self.kubelet.as_ref(),
                     &self.agents,
