@@ -43,6 +43,27 @@ pub fn accept_key(key: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(digest.as_ref())
 }
 
+/// Checks a WebSocket handshake for `what` (exec, attach): an upgrade to
+/// WebSocket with a key, offering a channel protocol we speak. Returns the
+/// key and the protocol chosen, or why the request is refused.
+pub fn handshake(headers: &http::HeaderMap, what: &str) -> Result<(String, &'static str), String> {
+    let get = |n: header::HeaderName| headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let key = get(header::SEC_WEBSOCKET_KEY);
+    if !get(header::UPGRADE).eq_ignore_ascii_case("websocket") || key.is_empty() {
+        return Err(format!(
+            "skiff serves {what} over WebSocket only (v5.channel.k8s.io, v4.channel.k8s.io); \
+             SPDY is not supported: use kubectl 1.30 or newer"
+        ));
+    }
+    let offered = get(header::SEC_WEBSOCKET_PROTOCOL);
+    match choose_protocol(offered) {
+        Some(p) => Ok((key.to_string(), p)),
+        None => Err(format!(
+            "none of the WebSocket subprotocols {offered:?} is served; skiff speaks {PROTOCOLS:?}"
+        )),
+    }
+}
+
 /// The channel protocol to answer a client offering `offered` (the
 /// `Sec-WebSocket-Protocol` header), if we speak one of them.
 pub fn choose_protocol(offered: &str) -> Option<&'static str> {

@@ -24,7 +24,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use http::{Request, Response, StatusCode, header};
+use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use k8s_openapi::api::core::v1::Pod;
@@ -104,39 +104,6 @@ pub(super) fn running_container(pod: &Pod, container: &str) -> Result<String, Re
         })
 }
 
-/// A WebSocket handshake's key and the channel protocol chosen, or the
-/// answer refusing it.
-fn handshake(
-    req: &Request<Incoming>,
-    what: &str,
-) -> Result<(String, &'static str), Response<Body>> {
-    let header = |n: header::HeaderName| {
-        req.headers()
-            .get(n)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string()
-    };
-    let key = header(header::SEC_WEBSOCKET_KEY);
-    if !header(header::UPGRADE).eq_ignore_ascii_case("websocket") || key.is_empty() {
-        return Err(text(
-            StatusCode::BAD_REQUEST,
-            format!("{what} is served over WebSocket (v5.channel.k8s.io, v4.channel.k8s.io) only"),
-        ));
-    }
-    let offered = header(header::SEC_WEBSOCKET_PROTOCOL);
-    match ws::choose_protocol(&offered) {
-        Some(p) => Ok((key, p)),
-        None => Err(text(
-            StatusCode::BAD_REQUEST,
-            format!(
-                "none of the WebSocket subprotocols {offered:?} is served; skiff speaks {:?}",
-                ws::PROTOCOLS
-            ),
-        )),
-    }
-}
-
 /// Answers the handshake and runs `session` on the upgraded connection.
 fn serve(
     req: Request<Incoming>,
@@ -188,7 +155,8 @@ impl LogServer {
             ));
         };
         let q = Query::parse(req.uri().query().unwrap_or(""));
-        let (key, protocol) = handshake(req, what)?;
+        let (key, protocol) =
+            ws::handshake(req.headers(), what).map_err(|m| text(StatusCode::BAD_REQUEST, m))?;
         let id = running_container(&pod, container)?;
         Ok(Prepared {
             pod,

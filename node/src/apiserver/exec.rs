@@ -29,33 +29,6 @@ use super::storage::Objects;
 use super::{Body, full};
 use crate::websocket as ws;
 
-fn header_str<'a>(req: &'a Request<Body>, name: header::HeaderName) -> &'a str {
-    req.headers()
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-}
-
-/// A WebSocket handshake offering a channel protocol we speak: anything
-/// else is refused before an upgrade, with a message saying what we speak.
-pub fn check_websocket(req: &Request<Body>, what: &str) -> Result<(), ApiError> {
-    let websocket = header_str(req, header::UPGRADE).eq_ignore_ascii_case("websocket");
-    if !websocket || header_str(req, header::SEC_WEBSOCKET_KEY).is_empty() {
-        return Err(ApiError::bad_request(format!(
-            "skiff serves {what} over WebSocket only (v5.channel.k8s.io, v4.channel.k8s.io); \
-             SPDY is not supported: use kubectl 1.30 or newer"
-        )));
-    }
-    let offered = header_str(req, header::SEC_WEBSOCKET_PROTOCOL);
-    if ws::choose_protocol(offered).is_none() {
-        return Err(ApiError::bad_request(format!(
-            "none of the WebSocket subprotocols {offered:?} is served; skiff speaks {:?}",
-            ws::PROTOCOLS
-        )));
-    }
-    Ok(())
-}
-
 /// Every value of a repeated query parameter, in order.
 fn query_all(req: &Request<Body>, key: &str) -> Vec<String> {
     req.uri()
@@ -98,7 +71,8 @@ pub async fn pod_stream(
             "cannot {verb} a container in a completed pod; current phase is {phase}"
         )));
     }
-    check_websocket(&req, sub)?;
+    // Refused before any upgrade, with a message saying what we speak.
+    ws::handshake(req.headers(), sub).map_err(ApiError::bad_request)?;
     let mut query: Vec<String> = command
         .iter()
         .map(|c| format!("command={}", percent_encode(c)))
@@ -176,9 +150,9 @@ pub async fn proxy_upgrade(
 /// Switches the client to WebSocket only to send `status` on the error
 /// channel and close.
 fn upgrade_with_status(req: Request<Body>, status: Value) -> Response<Body> {
-    let key = header_str(&req, header::SEC_WEBSOCKET_KEY).to_string();
-    let protocol = ws::choose_protocol(header_str(&req, header::SEC_WEBSOCKET_PROTOCOL))
-        .unwrap_or(ws::PROTOCOLS[0]);
+    // The handshake was checked before the agent was asked.
+    let (key, protocol) =
+        ws::handshake(req.headers(), "exec").unwrap_or_else(|_| (String::new(), ws::PROTOCOLS[0]));
     let upgrade = hyper::upgrade::on(req);
     tokio::spawn(async move {
         let Ok(io) = upgrade.await else { return };
