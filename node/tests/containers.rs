@@ -2,7 +2,8 @@
 //! on the spot from busybox (`scripts/busybox-rootfs`, pushed with
 //! `skiff image import` to a loopback registry), a Deployment with no
 //! RuntimeClass applied with the real kubectl, pods on runc in network
-//! namespaces of their own answering on their 10.42.x.y addresses, exec
+//! namespaces of their own answering on their 10.42.x.y addresses and
+//! reaching each other through a Service's cluster IP, exec
 //! (with standard input and a terminal), attach, exec probes, a Job and its
 //! logs, an OOM kill, and nothing left behind after
 //! deletion. Needs root and runc (scripts/test installs runc).
@@ -192,6 +193,46 @@ async fn container_pods_run_on_runc() {
     );
     let out = kubectl_ok(&m, &["exec", &pod, "--", "cat", "/www/index.html"], None);
     assert_eq!(out, "hello from a container\n");
+
+    // A Service in front of them: a pod reaches it by its cluster IP (the
+    // pod's route to the host, the node's service proxy, another pod).
+    kubectl_ok(
+        &m,
+        &["expose", "deploy/web", "--port=80", "--target-port=8080"],
+        None,
+    );
+    let cluster_ip = jsonpath(&m, &["get", "svc/web"], "{.spec.clusterIP}");
+    let page = wait_for(
+        "a pod to reach svc/web by its cluster IP",
+        Duration::from_secs(20),
+        || {
+            let (ok, out, err) = kubectl(
+                &m,
+                &[
+                    "exec",
+                    &pod,
+                    "--",
+                    // (`timeout`, not wget's `-T`: Debian's busybox 1.35
+                    // wget crashes on it)
+                    "timeout",
+                    "10",
+                    "wget",
+                    "-q",
+                    "-O",
+                    "-",
+                    &format!("http://{cluster_ip}/"),
+                ],
+                None,
+            );
+            if ok {
+                Ok(out)
+            } else {
+                Err(format!("{out}{err}"))
+            }
+        },
+    )
+    .await;
+    assert_eq!(page, "hello from a container\n");
     let (ok, out, err) = kubectl(
         &m,
         &[

@@ -2,7 +2,8 @@
 //! controllers, scheduler, agent) and real `skiff agent` processes, driven
 //! with the real kubectl. A Deployment of the example wasm HTTP app runs,
 //! answers, scales, rolls out a new image within maxUnavailable, rolls
-//! back; a DaemonSet covers every node; a Job completes; a pod that fits
+//! back; a Service answers on its cluster IP and node port through every
+//! change of its pods; a DaemonSet covers every node; a Job completes; a pod that fits
 //! nowhere stays Pending with kube-scheduler's FailedScheduling message;
 //! an agent that dies has its pods recreated on the other nodes.
 
@@ -158,6 +159,65 @@ async fn deployments_scale_roll_and_roll_back() {
         );
     }
 
+    // A Service in front of them answers on its cluster IP and on its node
+    // port (the service proxy); one whose selector matches nothing refuses
+    // connections, as kube-proxy's reject rule does.
+    kubectl_ok(
+        &m,
+        &[
+            "expose",
+            "deploy/hello",
+            "--port=80",
+            "--target-port=8080",
+            "--type=NodePort",
+        ],
+        None,
+    );
+    let svc = jsonpath(
+        &m,
+        &["get", "svc/hello"],
+        "{.spec.clusterIP} {.spec.ports[0].nodePort}",
+    );
+    let (cluster_ip, node_port) = svc.split_once(' ').unwrap();
+    let node_port: u16 = node_port.parse().unwrap_or_else(|_| panic!("{svc}"));
+    assert!((30_000..=32_767).contains(&node_port), "{svc}");
+    for (addr, what) in [
+        (format!("{cluster_ip}:80"), "cluster IP"),
+        (format!("127.0.0.1:{node_port}"), "node port"),
+    ] {
+        for i in 0..6 {
+            let path = format!("/via-{}-{i}", what.replace(' ', "-"));
+            let answer = wait_for(
+                &format!("svc/hello to answer on its {what} {addr}"),
+                Duration::from_secs(20),
+                || http_get(&addr, &path),
+            )
+            .await;
+            assert!(
+                answer.starts_with("HTTP/1.1 200") && answer.contains(&path),
+                "{addr}: {answer}"
+            );
+        }
+    }
+    kubectl_ok(
+        &m,
+        &["create", "service", "clusterip", "nobody", "--tcp=80:8080"],
+        None,
+    );
+    let nobody = jsonpath(&m, &["get", "svc/nobody"], "{.spec.clusterIP}");
+    wait_for(
+        "a Service without endpoints to refuse connections",
+        Duration::from_secs(20),
+        || match std::net::TcpStream::connect_timeout(
+            &format!("{nobody}:80").parse().unwrap(),
+            Duration::from_secs(2),
+        ) {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    )
+    .await;
+
     // Scale to 10.
     kubectl_ok(&m, &["scale", "deploy/hello", "--replicas=10"], None);
     wait_for("10 ready replicas", Duration::from_secs(60), || {
@@ -221,6 +281,14 @@ async fn deployments_scale_roll_and_roll_back() {
     );
     let history = kubectl_ok(&m, &["rollout", "history", "deploy/hello"], None);
     assert!(history.contains('3'), "{history}");
+    // The Service follows the pods through the rollouts.
+    let answer = wait_for(
+        "svc/hello to answer after the rollback",
+        Duration::from_secs(20),
+        || http_get(&format!("{cluster_ip}:80"), "/after-undo"),
+    )
+    .await;
+    assert!(answer.contains("/after-undo"), "{answer}");
 
     // `kubectl create deployment` of a wasm image, with no RuntimeClass in
     // sight: the API server tells the image is wasm and the pod runs.

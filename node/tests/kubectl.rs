@@ -554,6 +554,119 @@ async fn bad_manifests_get_4xx_naming_the_field() {
     assert!(rc.contains("wasmtime"), "{rc}");
 }
 
+fn node_port_svc(name: &str, type_: &str, node_port: Option<u16>, label: &str) -> String {
+    let np = node_port
+        .map(|p| format!(", nodePort: {p}"))
+        .unwrap_or_default();
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, labels: {{v: {label}}}}}\nspec:\n  type: {type_}\n  selector: {{app: {name}}}\n  ports: [{{name: http, port: 80, targetPort: 8080{np}}}]\n"
+    )
+}
+
+/// Node ports as kube-apiserver hands them out: one from 30000-32767 for
+/// each port of a NodePort Service, kept across applies and replaces that
+/// leave it out, never given twice, released when the Service or its type
+/// lets go of it; bad requests get 422 naming `spec.ports[i].nodePort`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_ports_are_allocated_kept_and_released() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = start(tmp.path()).await;
+    let node_port = |name: &str| {
+        let out = kubectl_ok(
+            &m,
+            &[
+                "get",
+                "svc",
+                name,
+                "-o",
+                "jsonpath={.spec.ports[0].nodePort}",
+            ],
+            None,
+        );
+        out.trim().parse::<u16>().ok()
+    };
+    kubectl_ok(
+        &m,
+        &["apply", "-f", "-"],
+        Some(&node_port_svc("a", "NodePort", None, "one")),
+    );
+    let port = node_port("a").expect("a node port");
+    assert!((30_000..=32_767).contains(&port), "{port}");
+    let policy = kubectl_ok(
+        &m,
+        &[
+            "get",
+            "svc",
+            "a",
+            "-o",
+            "jsonpath={.spec.externalTrafficPolicy}/{.spec.internalTrafficPolicy}",
+        ],
+        None,
+    );
+    assert_eq!(policy, "Cluster/Cluster");
+
+    // Applying again, and replacing, without the node port keeps it.
+    kubectl_ok(
+        &m,
+        &["apply", "-f", "-"],
+        Some(&node_port_svc("a", "NodePort", None, "two")),
+    );
+    assert_eq!(node_port("a"), Some(port));
+    kubectl_ok(
+        &m,
+        &["replace", "-f", "-"],
+        Some(&node_port_svc("a", "NodePort", None, "three")),
+    );
+    assert_eq!(node_port("a"), Some(port));
+
+    // Nobody else gets it; bad values are named.
+    let refused = [
+        (
+            node_port_svc("b", "NodePort", Some(port), "x"),
+            format!("spec.ports[0].nodePort: Invalid value: {port}: provided port is already allocated"),
+        ),
+        (
+            node_port_svc("b", "NodePort", Some(20_000), "x"),
+            "spec.ports[0].nodePort: Invalid value: 20000: provided port is not in the valid range. The range of valid ports is 30000-32767".to_string(),
+        ),
+        (
+            node_port_svc("b", "ClusterIP", Some(31_000), "x"),
+            "spec.ports[0].nodePort: Forbidden: may not be used when `type` is 'ClusterIP'".to_string(),
+        ),
+    ];
+    for (manifest, want) in &refused {
+        let (ok, out, err) = kubectl(&m, &["apply", "-f", "-"], Some(manifest));
+        assert!(!ok, "accepted:\n{manifest}\n{out}");
+        assert!(err.contains(want.as_str()), "expected {want:?} in:\n{err}");
+    }
+    // None of them was made, and `a` still has its port.
+    let (ok, _, _) = kubectl(&m, &["get", "svc", "b"], None);
+    assert!(!ok, "svc/b exists");
+    assert_eq!(node_port("a"), Some(port));
+
+    // A Service that becomes ClusterIP drops the port; another may take it.
+    kubectl_ok(
+        &m,
+        &["apply", "-f", "-"],
+        Some(&node_port_svc("a", "ClusterIP", None, "four")),
+    );
+    assert_eq!(node_port("a"), None);
+    kubectl_ok(
+        &m,
+        &["apply", "-f", "-"],
+        Some(&node_port_svc("b", "NodePort", Some(port), "x")),
+    );
+    assert_eq!(node_port("b"), Some(port));
+    // Deleting it frees the port again.
+    kubectl_ok(&m, &["delete", "svc", "b"], None);
+    kubectl_ok(
+        &m,
+        &["apply", "-f", "-"],
+        Some(&node_port_svc("c", "LoadBalancer", Some(port), "x")),
+    );
+    assert_eq!(node_port("c"), Some(port));
+}
+
 /// `kubectl apply --server-side`: the first apply creates, applying again
 /// removes what the configuration dropped, another applier changing an
 /// owned field is refused with the field named unless it forces, and

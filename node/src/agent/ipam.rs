@@ -97,18 +97,25 @@ pub struct PodIps {
 
 impl PodIps {
     /// Loads the saved allocations (none if the file is missing or was
-    /// written for another block).
+    /// written for another block). A new file is written at once, so that
+    /// it always names the block the agent holds (its service addresses'
+    /// label too, see `proxy`).
     pub fn open(path: PathBuf, block: u8) -> PodIps {
         let saved = std::fs::read(&path)
             .ok()
             .and_then(|b| serde_json::from_slice::<State>(&b).ok())
             .filter(|s| s.block == block);
+        let fresh = saved.is_none();
         let state = saved.unwrap_or(State {
             block,
             next: FIRST,
             pods: BTreeMap::new(),
         });
-        PodIps { path, state }
+        let ips = PodIps { path, state };
+        if fresh && let Err(e) = ips.save() {
+            tracing::warn!("{e}");
+        }
+        ips
     }
 
     fn addr(&self, host: u8) -> Ipv4Addr {

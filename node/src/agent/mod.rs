@@ -35,6 +35,7 @@ mod node;
 mod plan;
 mod podnet;
 mod probe;
+mod proxy;
 mod resolve;
 mod status;
 mod worker;
@@ -102,6 +103,9 @@ pub struct Tuning {
     /// Run Linux containers (runc) when the host can;
     /// `SKIFF_AGENT_CONTAINERS=false` makes a wasm-only node.
     pub containers: bool,
+    /// Run the service proxy (cluster IPs and node ports);
+    /// `SKIFF_AGENT_SERVICE_PROXY=false` leaves Services to something else.
+    pub service_proxy: bool,
 }
 
 impl Default for Tuning {
@@ -114,6 +118,7 @@ impl Default for Tuning {
             lease_duration: Duration::from_secs(10),
             status_interval: Duration::from_secs(10),
             containers: true,
+            service_proxy: true,
         }
     }
 }
@@ -141,12 +146,16 @@ impl Tuning {
                 .with_context(|| format!("SKIFF_AGENT_POD_IP_BLOCK={v:?} is not in 1..=254"))?;
             t.pod_ip_block = Some(b);
         }
+        let flag = |name: &str, v: &str| match v {
+            "true" | "1" => Ok(true),
+            "false" | "0" => Ok(false),
+            _ => Err(anyhow::anyhow!("{name}={v:?} is neither true nor false")),
+        };
         if let Some(v) = var("SKIFF_AGENT_CONTAINERS") {
-            t.containers = match v.as_str() {
-                "true" | "1" => true,
-                "false" | "0" => false,
-                _ => anyhow::bail!("SKIFF_AGENT_CONTAINERS={v:?} is neither true nor false"),
-            };
+            t.containers = flag("SKIFF_AGENT_CONTAINERS", &v)?;
+        }
+        if let Some(v) = var("SKIFF_AGENT_SERVICE_PROXY") {
+            t.service_proxy = flag("SKIFF_AGENT_SERVICE_PROXY", &v)?;
         }
         Ok(t)
     }
@@ -340,6 +349,16 @@ pub async fn run_with(
         registered,
         stop.clone(),
     ));
+    let service_proxy = tuning.service_proxy.then(|| {
+        tokio::spawn(proxy::run(
+            client.clone(),
+            proxy::ProxyConfig {
+                node: cfg.node_name.clone(),
+                block,
+            },
+            stop.clone(),
+        ))
+    });
     let ctx = Arc::new(Ctx {
         recorder: Recorder::new(&client, "kubelet").on_host(&cfg.node_name),
         client: client.clone(),
@@ -409,6 +428,9 @@ pub async fn run_with(
         }
     }
     let _ = heartbeat.await;
+    if let Some(p) = service_proxy {
+        let _ = p.await;
+    }
     Ok(())
 }
 

@@ -730,8 +730,14 @@ async fn create(
             m.remove("status");
         }
     }
-    if t.res.kind == "Service" {
+    if t.res.kind == "Service" && !dry_run(q) {
         super::lifecycle::allocate_cluster_ip(objects, &mut obj).await?;
+        if let Err(e) = super::lifecycle::allocate_node_ports(objects, &mut obj, None).await {
+            // The node ports named may be another Service's: only the
+            // address goes back (the allocator freed what it reserved).
+            super::lifecycle::release_cluster_ip(objects, &obj).await?;
+            return Err(e);
+        }
     }
     if dry_run(q) {
         return Ok(json_resp(StatusCode::CREATED, &obj));
@@ -743,7 +749,12 @@ async fn create(
             warnings_header(&mut resp, &warnings);
             Ok(resp)
         }
-        None => Err(ApiError::already_exists(t.res.group, t.res.plural, &name)),
+        None => {
+            if t.res.kind == "Service" {
+                super::lifecycle::release_service(objects, &obj).await?;
+            }
+            Err(ApiError::already_exists(t.res.group, t.res.plural, &name))
+        }
     }
 }
 
@@ -795,6 +806,9 @@ async fn update(
         ));
     }
     let (mut obj, warnings) = validate::decode(t.res, &obj, fv)?;
+    if t.res.kind == "Service" {
+        super::lifecycle::carry_node_ports(&current, &mut obj);
+    }
     // What the caller may not change: identity, and the half of the object
     // that the other endpoint owns (spec vs status).
     {
@@ -860,6 +874,9 @@ async fn update(
         }
         obj["spec"]["clusterIP"] = old.clone();
         obj["spec"]["clusterIPs"] = current["spec"]["clusterIPs"].clone();
+        if !dry_run(q) {
+            super::lifecycle::allocate_node_ports(objects, &mut obj, Some(&current)).await?;
+        }
     }
     // Finalizers removed from an object being deleted may complete the delete.
     let deleting = current["metadata"]["deletionTimestamp"].is_string();
@@ -871,7 +888,12 @@ async fn update(
     }
     if deleting && !finalizers_left {
         return match objects.delete(&t.key(), current_rev).await? {
-            Some(_) => Ok(json_resp(StatusCode::OK, &obj)),
+            Some(_) => {
+                if t.res.kind == "Service" {
+                    super::lifecycle::release_service(objects, &current).await?;
+                }
+                Ok(json_resp(StatusCode::OK, &obj))
+            }
             None => Err(ApiError::conflict(
                 t.res.group,
                 t.res.plural,
@@ -889,17 +911,26 @@ async fn update(
         .await?
     {
         Some(rev) => {
+            if t.res.kind == "Service" {
+                super::lifecycle::release_node_ports(objects, &current, Some(&obj)).await?;
+            }
             super::storage::set_rv(&mut obj, rev);
             let mut resp = json_resp(StatusCode::OK, &obj);
             warnings_header(&mut resp, &warnings);
             Ok(resp)
         }
-        None => Err(ApiError::conflict(
-            t.res.group,
-            t.res.plural,
-            &name,
-            "the object has been modified; please apply your changes to the latest version and try again",
-        )),
+        None => {
+            if t.res.kind == "Service" {
+                // What this update reserved goes back.
+                super::lifecycle::release_node_ports(objects, &obj, Some(&current)).await?;
+            }
+            Err(ApiError::conflict(
+                t.res.group,
+                t.res.plural,
+                &name,
+                "the object has been modified; please apply your changes to the latest version and try again",
+            ))
+        }
     }
 }
 
@@ -1394,7 +1425,7 @@ async fn delete(
             match objects.delete(&t.key(), s.rev).await? {
                 Some(_) => {
                     if t.res.kind == "Service" {
-                        super::lifecycle::release_cluster_ip(objects, &obj).await?;
+                        super::lifecycle::release_service(objects, &obj).await?;
                     }
                     return Ok(json_resp(StatusCode::OK, &obj));
                 }

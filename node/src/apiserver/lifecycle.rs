@@ -98,7 +98,13 @@ pub async fn allocate_cluster_ip(objects: &Objects, svc: &mut Value) -> Result<(
     ))
 }
 
-/// Frees a deleted Service's address.
+/// Frees what a deleted Service held: its cluster IP and node ports.
+pub async fn release_service(objects: &Objects, svc: &Value) -> Result<(), ApiError> {
+    release_cluster_ip(objects, svc).await?;
+    release_node_ports(objects, svc, None).await
+}
+
+/// Frees a Service's cluster IP.
 pub async fn release_cluster_ip(objects: &Objects, svc: &Value) -> Result<(), ApiError> {
     if let Some(ip) = svc["spec"]["clusterIP"]
         .as_str()
@@ -106,6 +112,193 @@ pub async fn release_cluster_ip(objects: &Objects, svc: &Value) -> Result<(), Ap
         && let Some(s) = objects.get(&ip_key(ip)).await?
     {
         objects.delete(&ip_key(ip), s.rev).await?;
+    }
+    Ok(())
+}
+
+/// The node port range, Kubernetes' default (`--service-node-port-range`).
+pub const NODE_PORTS: std::ops::RangeInclusive<i64> = 30_000..=32_767;
+
+fn node_port_key(port: i64) -> String {
+    format!("/registry/core/servicenodeports/{port}")
+}
+
+/// Whether the Service's type gives its ports a node port.
+pub fn has_node_ports(svc: &Value) -> bool {
+    matches!(
+        svc["spec"]["type"].as_str(),
+        Some("NodePort" | "LoadBalancer")
+    )
+}
+
+fn same_port(a: &Value, b: &Value) -> bool {
+    a["port"] == b["port"]
+        && a["protocol"].as_str().unwrap_or("TCP") == b["protocol"].as_str().unwrap_or("TCP")
+}
+
+fn node_ports(svc: &Value) -> impl Iterator<Item = i64> + '_ {
+    svc["spec"]["ports"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["nodePort"].as_i64())
+}
+
+/// On update, before validation, what kube-apiserver's Service strategy
+/// does: a port that omits its node port keeps the one it had (matched by
+/// port and protocol), and a type that no longer has node ports drops the
+/// ones it carried over unchanged.
+pub fn carry_node_ports(old: &Value, new: &mut Value) {
+    let keep = has_node_ports(new);
+    let old_ports = old["spec"]["ports"].as_array().cloned().unwrap_or_default();
+    let Some(ports) = new["spec"]["ports"].as_array_mut() else {
+        return;
+    };
+    for p in ports {
+        let Some(was) = old_ports
+            .iter()
+            .find(|o| same_port(o, p))
+            .and_then(|o| o["nodePort"].as_i64())
+        else {
+            continue;
+        };
+        let Some(m) = p.as_object_mut() else { continue };
+        match (keep, m.get("nodePort").and_then(Value::as_i64)) {
+            (true, None) => {
+                m.insert("nodePort".into(), json!(was));
+            }
+            (false, Some(n)) if n == was => {
+                m.remove("nodePort");
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Gives each port of a NodePort or LoadBalancer Service a node port, or
+/// reserves the one it asked for, by a store key created only if absent
+/// (so no two Services share one). `old` is the Service being updated:
+/// the ports it holds are already reserved. What this call reserved is
+/// released again if it fails.
+pub async fn allocate_node_ports(
+    objects: &Objects,
+    svc: &mut Value,
+    old: Option<&Value>,
+) -> Result<(), ApiError> {
+    if !has_node_ports(svc) {
+        return Ok(());
+    }
+    let held: Vec<i64> = old.map(|o| node_ports(o).collect()).unwrap_or_default();
+    let owner = format!(
+        "{}/{}",
+        svc["metadata"]["namespace"].as_str().unwrap_or(""),
+        svc["metadata"]["name"].as_str().unwrap_or("")
+    );
+    let name = svc["metadata"]["name"].as_str().unwrap_or("").to_string();
+    let marker = json!({"owner": owner});
+    let mut reserved: Vec<i64> = Vec::new();
+    let result = async {
+        let count = svc["spec"]["ports"].as_array().map_or(0, Vec::len);
+        let invalid = |i: usize, msg: String| {
+            ApiError::invalid(
+                "",
+                "Service",
+                &name,
+                vec![Cause::invalid(format!("spec.ports[{i}].nodePort"), msg)],
+            )
+        };
+        // Asked-for ports first, so a random pick never takes one of them.
+        for i in 0..count {
+            let Some(n) = svc["spec"]["ports"][i]["nodePort"].as_i64() else {
+                continue;
+            };
+            if held.contains(&n) || reserved.contains(&n) {
+                continue;
+            }
+            if !NODE_PORTS.contains(&n) {
+                return Err(invalid(
+                    i,
+                    format!(
+                        "Invalid value: {n}: provided port is not in the valid range. The range of valid ports is {}-{}",
+                        NODE_PORTS.start(),
+                        NODE_PORTS.end()
+                    ),
+                ));
+            }
+            if objects
+                .put(&node_port_key(n), &marker, Precondition::Absent)
+                .await?
+                .is_none()
+            {
+                return Err(invalid(
+                    i,
+                    format!("Invalid value: {n}: provided port is already allocated"),
+                ));
+            }
+            reserved.push(n);
+        }
+        let span = NODE_PORTS.end() - NODE_PORTS.start() + 1;
+        for i in 0..count {
+            if svc["spec"]["ports"][i]["nodePort"].is_i64() {
+                continue;
+            }
+            let start = rand::random_range(0..span);
+            let mut got = None;
+            for k in 0..span {
+                let n = NODE_PORTS.start() + (start + k) % span;
+                if held.contains(&n) || reserved.contains(&n) {
+                    continue;
+                }
+                if objects
+                    .put(&node_port_key(n), &marker, Precondition::Absent)
+                    .await?
+                    .is_some()
+                {
+                    got = Some(n);
+                    break;
+                }
+            }
+            let Some(n) = got else {
+                return Err(ApiError::internal(format!(
+                    "the node port range {}-{} is full",
+                    NODE_PORTS.start(),
+                    NODE_PORTS.end()
+                )));
+            };
+            reserved.push(n);
+            svc["spec"]["ports"][i]["nodePort"] = json!(n);
+        }
+        Ok(())
+    }
+    .await;
+    if result.is_err() {
+        for n in reserved {
+            free_node_port(objects, n).await;
+        }
+    }
+    result
+}
+
+async fn free_node_port(objects: &Objects, port: i64) {
+    let key = node_port_key(port);
+    if let Ok(Some(s)) = objects.get(&key).await {
+        let _ = objects.delete(&key, s.rev).await;
+    }
+}
+
+/// Frees the node ports `svc` holds that `keep` (the Service as updated)
+/// no longer does.
+pub async fn release_node_ports(
+    objects: &Objects,
+    svc: &Value,
+    keep: Option<&Value>,
+) -> Result<(), ApiError> {
+    let kept: Vec<i64> = keep.map(|k| node_ports(k).collect()).unwrap_or_default();
+    for n in node_ports(svc).filter(|n| !kept.contains(n)) {
+        let key = node_port_key(n);
+        if let Some(s) = objects.get(&key).await? {
+            objects.delete(&key, s.rev).await?;
+        }
     }
     Ok(())
 }
@@ -188,7 +381,7 @@ async fn empty_namespace(objects: &Objects, ns: &str) -> Result<(), ApiError> {
                 s.object["metadata"]["name"].as_str().unwrap_or(""),
             );
             if res.kind == "Service" {
-                release_cluster_ip(objects, &s.object).await?;
+                release_service(objects, &s.object).await?;
             }
             objects.delete(&key, s.rev).await?;
         }

@@ -44,6 +44,22 @@ impl Cause {
             kind: "FieldValueNotSupported",
         }
     }
+
+    pub fn forbidden(field: impl Into<String>, message: impl Into<String>) -> Cause {
+        Cause {
+            field: field.into(),
+            message: message.into(),
+            kind: "FieldValueForbidden",
+        }
+    }
+
+    pub fn duplicate(field: impl Into<String>, message: impl Into<String>) -> Cause {
+        Cause {
+            field: field.into(),
+            message: message.into(),
+            kind: "FieldValueDuplicate",
+        }
+    }
 }
 
 impl ApiError {

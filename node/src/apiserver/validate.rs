@@ -435,6 +435,27 @@ pub fn validate(res: &Resource, obj: &Value) -> Result<(), ApiError> {
                     ));
                 }
             }
+            let node_ports = matches!(spec["type"].as_str(), Some("NodePort" | "LoadBalancer"));
+            let mut seen: Vec<(i64, &str)> = Vec::new();
+            for (i, p) in ports.into_iter().flatten().enumerate() {
+                let Some(n) = p["nodePort"].as_i64().filter(|n| *n != 0) else {
+                    continue;
+                };
+                let field = format!("spec.ports[{i}].nodePort");
+                if !node_ports {
+                    let t = spec["type"].as_str().unwrap_or("ClusterIP");
+                    causes.push(Cause::forbidden(
+                        field,
+                        format!("Forbidden: may not be used when `type` is '{t}'"),
+                    ));
+                    continue;
+                }
+                let proto = p["protocol"].as_str().unwrap_or("TCP");
+                if seen.contains(&(n, proto)) {
+                    causes.push(Cause::duplicate(field, format!("Duplicate value: {n}")));
+                }
+                seen.push((n, proto));
+            }
             if let Some(t) = spec["type"].as_str()
                 && !matches!(
                     t,
@@ -622,6 +643,12 @@ pub fn default(res: &Resource, obj: &mut Value) {
             let spec = &mut obj["spec"];
             set_default(spec, "type", json!("ClusterIP"));
             set_default(spec, "sessionAffinity", json!("None"));
+            if spec["type"] != "ExternalName" {
+                set_default(spec, "internalTrafficPolicy", json!("Cluster"));
+            }
+            if matches!(spec["type"].as_str(), Some("NodePort" | "LoadBalancer")) {
+                set_default(spec, "externalTrafficPolicy", json!("Cluster"));
+            }
             if let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) {
                 for p in ports {
                     set_default(p, "protocol", json!("TCP"));

@@ -139,8 +139,8 @@ impl Drop for Member {
 
 /// Removes what a killed agent's container pods leave behind, as no agent
 /// will start on its data directory again: runc containers, mounts under
-/// the directory, and the pods' network namespaces (named by the pod uids
-/// in its `pod-ips.json`).
+/// the directory, the service proxy's addresses, and the pods' network
+/// namespaces (named by the pod uids in its `pod-ips.json`).
 pub fn remove_container_leftovers(agent_dir: &Path) {
     let runc_root = agent_dir.join("oci/runc");
     if runc_root.exists()
@@ -170,6 +170,17 @@ pub fn remove_container_leftovers(agent_dir: &Path) {
     let Ok(ips) = std::fs::read_to_string(agent_dir.join("pod-ips.json")) else {
         return;
     };
+    // The service proxy's cluster IPs: addresses of `lo` labelled with the
+    // agent's pod address block.
+    if let Some(block) = serde_json::from_str::<serde_json::Value>(&ips)
+        .ok()
+        .and_then(|v| v["block"].as_u64())
+    {
+        let _ = Command::new("ip")
+            .args(["addr", "flush", "dev", "lo", "label"])
+            .arg(format!("lo:skiffsvc{block}"))
+            .output();
+    }
     let Ok(netns) = Command::new("ip").args(["netns", "list"]).output() else {
         return;
     };

@@ -1,0 +1,351 @@
+//! The service proxy: skiff's kube-proxy, one per agent. It watches
+//! Services, EndpointSlices and Nodes, computes what to serve
+//! ([`table::build`]) and forwards TCP connections made to a Service's
+//! cluster IP and port, or to a node port on any of the node's addresses,
+//! to one of the Service's endpoints:
+//!
+//! ```text
+//!  client (host, or a container pod via its route to the host)
+//!     │ connect 10.43.a.b:80            (an address of `lo`, label lo:skiffsvc<X>)
+//!     ▼
+//!  listener for 10.43.a.b:80 ──▶ route: endpoints in round robin
+//!     │                           (ClientIP affinity, next one if a dial fails)
+//!     ▼
+//!  pod 10.42.x.y:8080 (container) or 127.42.x.y:8080 (wasm handler)
+//! ```
+//!
+//! It is a userspace proxy, like kube-proxy's original mode: one listener
+//! per frontend, a connection spliced to a backend connection. A frontend
+//! without endpoints has no listener, so a connection to it is refused at
+//! once, as Kubernetes refuses it. Backends see the node as the client
+//! (the source address is not kept). Cluster IPs need the agent to be able
+//! to add addresses (root); without that only node ports are served.
+//!
+//! Endpoints on a node of this host (its InternalIP is a local address:
+//! several agents on one machine) are dialled directly; endpoints on other
+//! hosts are left out, since pod addresses are not routed between hosts
+//! yet.
+
+mod addrs;
+pub mod table;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use parking_lot::{Mutex, RwLock};
+use skiff_sdk::client::informer::Informer;
+use skiff_sdk::client::{Api, Client, ListParams};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use table::{Frontend, Route, Table};
+
+/// How long a dial to an endpoint may take before the next one is tried.
+const DIAL_TIMEOUT: Duration = Duration::from_secs(3);
+/// How many endpoints a connection tries before it is dropped.
+const DIAL_TRIES: usize = 3;
+/// Changes arriving together are applied together.
+const SETTLE: Duration = Duration::from_millis(50);
+/// Binds that failed (an address in use) are retried this often.
+const RESYNC: Duration = Duration::from_secs(5);
+
+pub struct ProxyConfig {
+    pub node: String,
+    /// The agent's pod address block, naming its addresses' label.
+    pub block: u8,
+}
+
+/// What the listeners consult for each connection.
+#[derive(Default)]
+struct Shared {
+    table: RwLock<Arc<Table>>,
+    /// Round-robin positions, by route name.
+    next: Mutex<HashMap<String, usize>>,
+    /// `sessionAffinity: ClientIP`: (route, client) → (endpoint, last use).
+    affinity: Mutex<HashMap<(String, IpAddr), (SocketAddr, Instant)>>,
+}
+
+/// Runs the proxy until `stop` turns true, then removes what it set up.
+pub async fn run(client: Client, cfg: ProxyConfig, mut stop: watch::Receiver<bool>) {
+    let services: Arc<Informer<Service>> = Informer::new(Api::all(&client), ListParams::default());
+    let slices: Arc<Informer<EndpointSlice>> =
+        Informer::new(Api::all(&client), ListParams::default());
+    let nodes: Arc<Informer<Node>> = Informer::new(Api::all(&client), ListParams::default());
+    let (mut svc_rx, mut slice_rx, mut node_rx) =
+        (services.subscribe(), slices.subscribe(), nodes.subscribe());
+    let tasks = [services.start(), slices.start(), nodes.start()];
+    let synced = async {
+        services.synced().await;
+        slices.synced().await;
+        nodes.synced().await;
+    };
+    tokio::select! {
+        () = synced => {}
+        _ = stop.wait_for(|s| *s) => {
+            tasks.iter().for_each(JoinHandle::abort);
+            return;
+        }
+    }
+    let mut service_addrs =
+        match addrs::ServiceAddrs::take(addrs::ServiceAddrs::label_for(cfg.block)).await {
+            Ok(i) => Some(i),
+            Err(e) => {
+                tracing::warn!(
+                    node = %cfg.node,
+                    "service proxy: cluster IPs are not served, only node ports: {e:#}"
+                );
+                None
+            }
+        };
+    let shared = Arc::new(Shared::default());
+    let mut listeners: HashMap<Frontend, JoinHandle<()>> = HashMap::new();
+    let mut failed: HashMap<Frontend, String> = HashMap::new();
+    let mut unserved_seen = Vec::new();
+    tracing::info!(node = %cfg.node, "service proxy started");
+    loop {
+        let reach = Reachability::new(&cfg.node, &nodes.store().list());
+        let table = table::build(
+            &services.store().list(),
+            &slices.store().list(),
+            &cfg.node,
+            &|n: Option<&str>| reach.reachable(n),
+        );
+        if table.unserved != unserved_seen {
+            if !table.unserved.is_empty() {
+                tracing::info!(ports = ?table.unserved, "service proxy: only TCP is served; these ports are not");
+            }
+            unserved_seen = table.unserved.clone();
+        }
+        if let Some(i) = &mut service_addrs
+            && let Err(e) = i.sync(&table.cluster_ips).await
+        {
+            tracing::warn!("service proxy: {e:#}");
+        }
+        let wanted: Vec<Frontend> = table
+            .routes
+            .iter()
+            .filter(|(f, r)| {
+                !r.backends.is_empty()
+                    && (service_addrs.is_some() || matches!(f, Frontend::NodePort(_)))
+            })
+            .map(|(f, _)| *f)
+            .collect();
+        forget_stale(&shared, &table);
+        *shared.table.write() = Arc::new(table);
+        listeners.retain(|f, task| {
+            let keep = wanted.contains(f) && !task.is_finished();
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+        failed.retain(|f, _| wanted.contains(f));
+        for f in wanted {
+            if listeners.contains_key(&f) {
+                continue;
+            }
+            match bind(f.bind_addr()) {
+                Ok(l) => {
+                    failed.remove(&f);
+                    listeners.insert(f, tokio::spawn(serve(l, f, shared.clone())));
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    if failed.get(&f) != Some(&msg) {
+                        tracing::warn!(frontend = %f.bind_addr(), "service proxy: cannot listen: {msg}; retrying every {RESYNC:?}");
+                        failed.insert(f, msg);
+                    }
+                }
+            }
+        }
+        // Wait for a change (then let its neighbours arrive), a retry, or stop.
+        let changed = tokio::select! {
+            r = svc_rx.recv() => r.is_some(),
+            r = slice_rx.recv() => r.is_some(),
+            r = node_rx.recv() => r.is_some(),
+            () = tokio::time::sleep(RESYNC) => true,
+            _ = stop.wait_for(|s| *s) => false,
+        };
+        if !changed || *stop.borrow() {
+            break;
+        }
+        tokio::time::sleep(SETTLE).await;
+        while svc_rx.try_recv().is_ok() {}
+        while slice_rx.try_recv().is_ok() {}
+        while node_rx.try_recv().is_ok() {}
+    }
+    for (_, t) in listeners {
+        t.abort();
+    }
+    tasks.iter().for_each(JoinHandle::abort);
+    if let Some(i) = service_addrs {
+        i.remove().await;
+    }
+}
+
+/// Drops round-robin positions and affinities of routes that are gone,
+/// and affinities that timed out.
+fn forget_stale(shared: &Shared, table: &Table) {
+    let ttl: HashMap<&str, Option<Duration>> = table
+        .routes
+        .values()
+        .map(|r| (r.name.as_str(), r.affinity))
+        .collect();
+    shared
+        .next
+        .lock()
+        .retain(|name, _| ttl.contains_key(name.as_str()));
+    shared.affinity.lock().retain(|(name, _), (_, at)| {
+        ttl.get(name.as_str())
+            .copied()
+            .flatten()
+            .is_some_and(|t| at.elapsed() < t)
+    });
+}
+
+/// Which nodes' pods this host can dial: its own, and those of nodes whose
+/// InternalIP is an address of this host.
+struct Reachability {
+    local: Vec<String>,
+}
+
+impl Reachability {
+    fn new(me: &str, nodes: &[Arc<Node>]) -> Reachability {
+        let mut local = vec![me.to_string()];
+        for n in nodes {
+            let Some(name) = n.metadata.name.as_deref() else {
+                continue;
+            };
+            let internal = n
+                .status
+                .as_ref()
+                .and_then(|s| s.addresses.as_ref())
+                .into_iter()
+                .flatten()
+                .filter(|a| a.type_ == "InternalIP")
+                .filter_map(|a| a.address.parse::<IpAddr>().ok());
+            if name != me && internal.into_iter().any(is_local_address) {
+                local.push(name.to_string());
+            }
+        }
+        Reachability { local }
+    }
+
+    /// Endpoints with no node (a Service's own, like `kubernetes`'s) are
+    /// dialled as they are.
+    fn reachable(&self, node: Option<&str>) -> bool {
+        node.is_none_or(|n| self.local.iter().any(|l| l == n))
+    }
+}
+
+/// Whether `ip` is an address of this host: binding it succeeds.
+fn is_local_address(ip: IpAddr) -> bool {
+    ip.is_loopback() || std::net::UdpSocket::bind(SocketAddr::new(ip, 0)).is_ok()
+}
+
+fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
+async fn serve(listener: TcpListener, frontend: Frontend, shared: Arc<Shared>) {
+    loop {
+        let (conn, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                // Out of descriptors, say: do not spin.
+                tracing::warn!(frontend = %frontend.bind_addr(), "service proxy: accept: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let route = shared.table.read().routes.get(&frontend).cloned();
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            match route {
+                Some(route) => forward(conn, peer, &route, &shared).await,
+                None => refuse(conn),
+            }
+        });
+    }
+}
+
+/// Closes a connection with a reset, as a port nobody listens on would.
+// A zero linger time never blocks the drop (tokio's reason to deprecate it):
+// the close sends a reset at once.
+#[allow(deprecated)]
+fn refuse(conn: TcpStream) {
+    let _ = conn.set_linger(Some(Duration::ZERO));
+}
+
+async fn forward(mut conn: TcpStream, peer: SocketAddr, route: &Route, shared: &Shared) {
+    let n = route.backends.len();
+    if n == 0 {
+        return refuse(conn);
+    }
+    let mut order: Vec<SocketAddr> = Vec::with_capacity(DIAL_TRIES);
+    let sticky = route.affinity.and_then(|ttl| {
+        let mut aff = shared.affinity.lock();
+        let key = (route.name.clone(), peer.ip());
+        match aff.get(&key) {
+            Some((b, at)) if at.elapsed() < ttl && route.backends.contains(b) => Some(*b),
+            _ => {
+                aff.remove(&key);
+                None
+            }
+        }
+    });
+    order.extend(sticky);
+    let start = {
+        let mut next = shared.next.lock();
+        let i = next.entry(route.name.clone()).or_insert(0);
+        let s = *i;
+        *i = i.wrapping_add(1);
+        s
+    };
+    for k in 0..n {
+        if order.len() >= DIAL_TRIES {
+            break;
+        }
+        let b = route.backends[(start + k) % n];
+        if !order.contains(&b) {
+            order.push(b);
+        }
+    }
+    for backend in order {
+        let dial = tokio::time::timeout(DIAL_TIMEOUT, TcpStream::connect(backend)).await;
+        let mut up = match dial {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                tracing::debug!(route = %route.name, %backend, "service proxy: dial: {e}");
+                continue;
+            }
+            Err(_) => {
+                tracing::debug!(route = %route.name, %backend, "service proxy: dial timed out");
+                continue;
+            }
+        };
+        if route.affinity.is_some() {
+            shared
+                .affinity
+                .lock()
+                .insert((route.name.clone(), peer.ip()), (backend, Instant::now()));
+        }
+        let _ = conn.set_nodelay(true);
+        let _ = up.set_nodelay(true);
+        let _ = tokio::io::copy_bidirectional(&mut conn, &mut up).await;
+        return;
+    }
+    tracing::debug!(route = %route.name, "service proxy: no endpoint answered");
+    refuse(conn);
+}
