@@ -3,7 +3,8 @@
 //! `skiff image import` to a loopback registry), a Deployment with no
 //! RuntimeClass applied with the real kubectl, pods on runc in network
 //! namespaces of their own answering on their 10.42.x.y addresses and
-//! reaching each other through a Service's cluster IP, exec
+//! reaching each other through a Service's cluster IP and its name in the
+//! cluster DNS, exec
 //! (with standard input and a terminal), attach, exec probes, a Job and its
 //! logs, an OOM kill, and nothing left behind after
 //! deletion. Needs root and runc (scripts/test installs runc).
@@ -233,6 +234,30 @@ async fn container_pods_run_on_runc() {
     )
     .await;
     assert_eq!(page, "hello from a container\n");
+    // And by its name: the pod's resolv.conf points at the cluster DNS
+    // with the namespace's search path, and the agent answers.
+    let resolv = kubectl_ok(&m, &["exec", &pod, "--", "cat", "/etc/resolv.conf"], None);
+    assert!(
+        resolv.contains("nameserver 10.43.0.10\n")
+            && resolv.contains("search default.svc.cluster.local svc.cluster.local cluster.local")
+            && resolv.contains("options ndots:5"),
+        "{resolv}"
+    );
+    let hosts = kubectl_ok(&m, &["exec", &pod, "--", "cat", "/etc/hosts"], None);
+    assert!(hosts.contains(&format!("\t{pod}\n")), "{hosts}");
+    // (busybox's nslookup tries every search domain and exits 1 when any
+    // of them has no answer, as it does with CoreDNS: look at what it found)
+    let (_, found, err) = kubectl(&m, &["exec", &pod, "--", "nslookup", "web"], None);
+    assert!(
+        found.contains("Name:\tweb.default.svc.cluster.local\nAddress: ")
+            && found.contains(&cluster_ip),
+        "{found}{err}"
+    );
+    let (ok, out, err) = kubectl(&m, &["exec", &pod, "--", "nslookup", "nope"], None);
+    assert!(
+        !ok && format!("{out}{err}").contains("NXDOMAIN"),
+        "{out}{err}"
+    );
     let (ok, out, err) = kubectl(
         &m,
         &[

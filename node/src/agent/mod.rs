@@ -28,6 +28,7 @@
 
 mod admit;
 mod backoff;
+mod etc;
 mod exec;
 mod ipam;
 pub mod logs;
@@ -35,7 +36,7 @@ mod node;
 mod plan;
 mod podnet;
 mod probe;
-mod proxy;
+pub mod proxy;
 mod resolve;
 mod status;
 mod worker;

@@ -15,8 +15,8 @@ use k8s_openapi::api::core::v1::{Container, Pod};
 use serde_json::Value;
 use skiff_sdk::client::{Api, DeleteParams, PatchType};
 use skiff_sdk::runtime::{
-    ContainerId, ContainerSpec, ContainerStatus, ImageSource, Limits, PreparedImage, Runtime,
-    RuntimeError, Termination, TerminationReason, WASM_RUNTIME_CLASS, Workload, exit_code,
+    ContainerId, ContainerSpec, ContainerStatus, ImageSource, Limits, Mount, PreparedImage,
+    Runtime, RuntimeError, Termination, TerminationReason, WASM_RUNTIME_CLASS, Workload, exit_code,
 };
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -485,6 +485,41 @@ impl Worker {
         }
     }
 
+    /// A container pod's `/etc/hosts` and `/etc/resolv.conf`, written into
+    /// its directory and mounted as the kubelet mounts them (not over a
+    /// volume the container mounts there itself).
+    fn etc_files(&self, mounts: &[Mount]) -> std::io::Result<Vec<Mount>> {
+        let dir = self.ctx.pod_dir(&self.uid).join("etc");
+        std::fs::create_dir_all(&dir)?;
+        let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        let cluster_dns = self
+            .ctx
+            .tuning
+            .service_proxy
+            .then_some(IpAddr::V4(super::proxy::dns::CLUSTER_DNS_IP));
+        let files = [
+            ("/etc/hosts", super::etc::hosts(&self.pod, self.pod_ip)),
+            (
+                "/etc/resolv.conf",
+                super::etc::resolv_conf(&self.pod, &host, cluster_dns),
+            ),
+        ];
+        let mut out = Vec::new();
+        for (path, content) in files {
+            if mounts.iter().any(|m| m.container_path == path) {
+                continue;
+            }
+            let host_path = dir.join(&path[5..]);
+            std::fs::write(&host_path, content)?;
+            out.push(Mount {
+                host_path,
+                container_path: path.to_string(),
+                read_only: false,
+            });
+        }
+        Ok(out)
+    }
+
     fn downward(&self) -> Downward {
         Downward {
             pod_ip: self.pod_ip,
@@ -631,6 +666,23 @@ impl Worker {
                 return;
             }
         };
+        let mut mounts = mounts;
+        if self.oci {
+            match self.etc_files(&mounts) {
+                Ok(extra) => mounts.extend(extra),
+                Err(e) => {
+                    let msg = format!("writing the pod's /etc/hosts and /etc/resolv.conf: {e}");
+                    self.setup_failed(
+                        i,
+                        "CreateContainerConfigError",
+                        msg.clone(),
+                        ("Failed", format!("Error: {msg}")),
+                    )
+                    .await;
+                    return;
+                }
+            }
+        }
         let workload = if self.oci {
             Workload::Command
         } else {

@@ -1744,6 +1744,42 @@ pub async fn ensure_kubernetes_service(objects: &Objects, api: SocketAddr) -> an
     Ok(())
 }
 
+/// `kube-system/kube-dns` at 10.43.0.10, as k3s has it: the address every
+/// agent serves the cluster DNS on (`agent::proxy::dns`). It has no
+/// selector: the agents are its endpoints, not pods.
+pub async fn ensure_kube_dns_service(objects: &Objects) -> anyhow::Result<()> {
+    let services = resources::find("", "v1", "services").expect("services served");
+    if objects
+        .get(&services.key(Some("kube-system"), "kube-dns"))
+        .await
+        .map_err(|e| anyhow::anyhow!(e.message))?
+        .is_some()
+    {
+        return Ok(());
+    }
+    let mut svc = json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": "kube-dns",
+            "namespace": "kube-system",
+            "labels": {"k8s-app": "kube-dns", "kubernetes.io/cluster-service": "true", "kubernetes.io/name": "skiff-dns"},
+        },
+        "spec": {
+            "type": "ClusterIP",
+            "clusterIP": crate::agent::proxy::dns::CLUSTER_DNS_IP.to_string(),
+            "ports": [
+                {"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 53},
+                {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 53},
+            ],
+        },
+    });
+    validate::default(services, &mut svc);
+    // Reserve the address; a member that lost a race finds it taken.
+    let _ = super::lifecycle::allocate_cluster_ip(objects, &mut svc).await;
+    create_if_absent(objects, services, svc).await
+}
+
 /// Adds `item` to the list at `pointer` in the stored object named as
 /// `fresh` (stored as `fresh` if absent), unless it is there already;
 /// concurrent writers are retried.

@@ -158,6 +158,7 @@ impl ApiServer {
         server.write_kubeconfig(cfg)?;
         handlers::ensure_namespaces(&server.objects).await?;
         handlers::ensure_bootstrap_objects(&server.objects).await?;
+        handlers::ensure_kube_dns_service(&server.objects).await?;
         let api = cfg.advertised();
         match api.parse() {
             Ok(addr) => handlers::ensure_kubernetes_service(&server.objects, addr).await?,

@@ -21,12 +21,16 @@
 //! (the source address is not kept). Cluster IPs need the agent to be able
 //! to add addresses (root); without that only node ports are served.
 //!
+//! The proxy also serves the cluster DNS ([`dns`]) on the `kube-dns`
+//! Service's address, from the same caches.
+//!
 //! Endpoints on a node of this host (its InternalIP is a local address:
 //! several agents on one machine) are dialled directly; endpoints on other
 //! hosts are left out, since pod addresses are not routed between hosts
 //! yet.
 
 mod addrs;
+pub mod dns;
 pub mod table;
 
 use std::collections::HashMap;
@@ -106,6 +110,16 @@ pub async fn run(client: Client, cfg: ProxyConfig, mut stop: watch::Receiver<boo
     let mut listeners: HashMap<Frontend, JoinHandle<()>> = HashMap::new();
     let mut failed: HashMap<Frontend, String> = HashMap::new();
     let mut unserved_seen = Vec::new();
+    let mut dns_server: Option<JoinHandle<()>> = None;
+    let mut dns_failed: Option<String> = None;
+    let records: Arc<dyn dns::Records> = Arc::new(dns::Caches {
+        services: services.store(),
+        slices: slices.store(),
+    });
+    let upstream = Arc::new(dns::host_name_servers(
+        &std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+        dns::CLUSTER_DNS_IP,
+    ));
     tracing::info!(node = %cfg.node, "service proxy started");
     loop {
         let reach = Reachability::new(&cfg.node, &nodes.store().list());
@@ -115,16 +129,49 @@ pub async fn run(client: Client, cfg: ProxyConfig, mut stop: watch::Receiver<boo
             &cfg.node,
             &|n: Option<&str>| reach.reachable(n),
         );
-        if table.unserved != unserved_seen {
-            if !table.unserved.is_empty() {
-                tracing::info!(ports = ?table.unserved, "service proxy: only TCP is served; these ports are not");
+        // The cluster DNS's own UDP port is served below, not proxied.
+        let unserved: Vec<String> = table
+            .unserved
+            .iter()
+            .filter(|p| !p.starts_with("kube-system/kube-dns:"))
+            .cloned()
+            .collect();
+        if unserved != unserved_seen {
+            if !unserved.is_empty() {
+                tracing::info!(ports = ?unserved, "service proxy: only TCP is served; these ports are not");
             }
-            unserved_seen = table.unserved.clone();
+            unserved_seen = unserved;
         }
-        if let Some(i) = &mut service_addrs
-            && let Err(e) = i.sync(&table.cluster_ips).await
-        {
-            tracing::warn!("service proxy: {e:#}");
+        if let Some(i) = &mut service_addrs {
+            let mut ips = table.cluster_ips.clone();
+            ips.push(dns::CLUSTER_DNS_IP);
+            if let Err(e) = i.sync(&ips).await {
+                tracing::warn!("service proxy: {e:#}");
+            }
+            if dns_server.as_ref().is_none_or(JoinHandle::is_finished) {
+                match bind_dns().await {
+                    Ok((udp, tcp)) => {
+                        tracing::info!(node = %cfg.node, addr = %dns::CLUSTER_DNS_IP, upstream = ?upstream, "cluster DNS listening");
+                        dns_failed = None;
+                        dns_server = Some(tokio::spawn(dns::serve(
+                            udp,
+                            tcp,
+                            records.clone(),
+                            upstream.clone(),
+                        )));
+                    }
+                    Err(e) => {
+                        let msg = e.to_string();
+                        if dns_failed.as_ref() != Some(&msg) {
+                            tracing::warn!(
+                                "cluster DNS: cannot listen on {}:53: {msg}; retrying every {RESYNC:?}",
+                                dns::CLUSTER_DNS_IP
+                            );
+                            dns_failed = Some(msg);
+                        }
+                    }
+                }
+            }
         }
         let wanted: Vec<Frontend> = table
             .routes
@@ -180,6 +227,9 @@ pub async fn run(client: Client, cfg: ProxyConfig, mut stop: watch::Receiver<boo
         while node_rx.try_recv().is_ok() {}
     }
     for (_, t) in listeners {
+        t.abort();
+    }
+    if let Some(t) = dns_server {
         t.abort();
     }
     tasks.iter().for_each(JoinHandle::abort);
@@ -246,6 +296,12 @@ impl Reachability {
 /// Whether `ip` is an address of this host: binding it succeeds.
 fn is_local_address(ip: IpAddr) -> bool {
     ip.is_loopback() || std::net::UdpSocket::bind(SocketAddr::new(ip, 0)).is_ok()
+}
+
+async fn bind_dns() -> std::io::Result<(tokio::net::UdpSocket, TcpListener)> {
+    let addr = SocketAddr::new(IpAddr::V4(dns::CLUSTER_DNS_IP), 53);
+    let udp = tokio::net::UdpSocket::bind(addr).await?;
+    Ok((udp, bind(addr)?))
 }
 
 fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {

@@ -26,8 +26,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
-/// The label linking an EndpointSlice to its Service.
-pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+pub use crate::controllers::endpoints::SERVICE_NAME_LABEL;
 /// Kubernetes' default `sessionAffinityConfig.clientIP.timeoutSeconds`.
 const DEFAULT_AFFINITY: Duration = Duration::from_secs(10_800);
 
