@@ -245,17 +245,24 @@ impl Server {
                 .await
                 .context("starting the API server")?;
             tracing::info!(kubeconfig = %api_cfg.data_dir.join("kubeconfig.yaml").display(), join_token = %api_cfg.data_dir.join("pki/join.token").display(), "kubeconfig written");
-            components.start(&api, stop_rx.clone());
+            let agent = components.start(&api, stop_rx.clone());
             let mut quic_stop = stop_rx.clone();
             tokio::spawn(api.clone().serve_quic(quic_socket, async move {
                 let _ = quic_stop.wait_for(|s| *s).await;
             }));
             let _ = api_tx.send(Some(api.clone()));
             let mut stop = stop_rx;
-            api.serve(api_listener, async move {
-                let _ = stop.wait_for(|s| *s).await;
-            })
-            .await
+            let served = api
+                .serve(api_listener, async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                })
+                .await;
+            if let Some(agent) = agent {
+                // The agent takes down what it set up on the host (the
+                // service addresses) before the process ends.
+                let _ = tokio::time::timeout(Duration::from_secs(10), agent).await;
+            }
+            served
         });
         Ok(Server {
             store,
@@ -444,7 +451,12 @@ impl Components {
             .ok()
     }
 
-    fn start(&self, api: &Arc<ApiServer>, stop: tokio::sync::watch::Receiver<bool>) {
+    /// Starts them; the agent's task is returned, to be awaited at stop.
+    fn start(
+        &self,
+        api: &Arc<ApiServer>,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) -> Option<JoinHandle<()>> {
         use apiserver::local::client;
         let lease = Duration::from_secs(15);
         let cm = client(api, "system:kube-controller-manager", &["system:masters"]);
@@ -488,11 +500,12 @@ impl Components {
                 serving: self.serving_tls(),
                 control_streams: None,
             };
-            tokio::spawn(async move {
+            return Some(tokio::spawn(async move {
                 if let Err(e) = agent::run(node, cfg, stop).await {
                     tracing::error!("agent: {e:#}");
                 }
-            });
+            }));
         }
+        None
     }
 }

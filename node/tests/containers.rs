@@ -243,6 +243,16 @@ async fn container_pods_run_on_runc() {
             && resolv.contains("options ndots:5"),
         "{resolv}"
     );
+    // And the API by the variables the kubelet sets (the pods started
+    // before svc/web existed, so they have only the `kubernetes` ones).
+    let env = kubectl_ok(&m, &["exec", &pod, "--", "env"], None);
+    assert!(
+        env.contains("KUBERNETES_SERVICE_HOST=10.43.0.1\n")
+            && env.contains("KUBERNETES_SERVICE_PORT=443\n")
+            && env.contains("KUBERNETES_PORT_443_TCP=tcp://10.43.0.1:443\n")
+            && !env.contains("WEB_SERVICE_HOST"),
+        "{env}"
+    );
     let hosts = kubectl_ok(&m, &["exec", &pod, "--", "cat", "/etc/hosts"], None);
     assert!(hosts.contains(&format!("\t{pod}\n")), "{hosts}");
     // (busybox's nslookup tries every search domain and exits 1 when any

@@ -1,11 +1,13 @@
-//! The files the kubelet writes for a container pod and mounts over the
-//! image's: `/etc/resolv.conf` (by the pod's `dnsPolicy` and `dnsConfig`)
-//! and `/etc/hosts` (localhost, the pod's own name, `hostAliases`). Pure:
-//! the worker writes them into the pod's directory.
+//! What the kubelet gives a pod about its cluster: the files it writes for
+//! a container pod and mounts over the image's — `/etc/resolv.conf` (by the
+//! pod's `dnsPolicy` and `dnsConfig`) and `/etc/hosts` (localhost, the
+//! pod's own name, `hostAliases`) — and the Services' environment
+//! variables. Pure: the worker writes the files into the pod's directory.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, Service};
 
 use super::proxy::dns::CLUSTER_DOMAIN;
 
@@ -139,6 +141,80 @@ pub fn hosts(pod: &Pod, ip: Option<IpAddr>) -> String {
     out
 }
 
+fn env_name(service: &str) -> String {
+    service.to_ascii_uppercase().replace('-', "_")
+}
+
+/// The variables the kubelet sets for Services (`enableServiceLinks`,
+/// true by default: every Service of the pod's namespace with a cluster IP;
+/// always `default/kubernetes`): `{NAME}_SERVICE_HOST`,
+/// `{NAME}_SERVICE_PORT[_{PORT}]` and Docker's link variables
+/// (`{NAME}_PORT`, `{NAME}_PORT_{n}_{PROTO}[_PROTO|_PORT|_ADDR]`). A
+/// container's own variables of the same names win.
+pub fn service_env(pod: &Pod, services: &[Arc<Service>]) -> Vec<(String, String)> {
+    let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+    let links = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.enable_service_links)
+        .unwrap_or(true);
+    let mut chosen: Vec<&Service> = services
+        .iter()
+        .map(AsRef::as_ref)
+        .filter(|s| {
+            let (sns, name) = (
+                s.metadata.namespace.as_deref().unwrap_or(""),
+                s.metadata.name.as_deref().unwrap_or(""),
+            );
+            (links && sns == ns) || (sns == "default" && name == "kubernetes")
+        })
+        .filter(|s| {
+            s.spec
+                .as_ref()
+                .and_then(|s| s.cluster_ip.as_deref())
+                .is_some_and(|ip| !ip.is_empty() && ip != "None")
+        })
+        .collect();
+    chosen.sort_by_key(|s| (&s.metadata.namespace, &s.metadata.name));
+    chosen.dedup_by_key(|s| (&s.metadata.namespace, &s.metadata.name));
+    let mut out = Vec::new();
+    for s in chosen {
+        let spec = s.spec.as_ref().expect("filtered");
+        let ip = spec.cluster_ip.clone().unwrap_or_default();
+        let prefix = env_name(s.metadata.name.as_deref().unwrap_or(""));
+        let ports = spec.ports.clone().unwrap_or_default();
+        out.push((format!("{prefix}_SERVICE_HOST"), ip.clone()));
+        if let Some(first) = ports.first() {
+            out.push((format!("{prefix}_SERVICE_PORT"), first.port.to_string()));
+        }
+        for p in ports
+            .iter()
+            .filter(|p| p.name.as_deref().is_some_and(|n| !n.is_empty()))
+        {
+            out.push((
+                format!(
+                    "{prefix}_SERVICE_PORT_{}",
+                    env_name(p.name.as_deref().unwrap_or(""))
+                ),
+                p.port.to_string(),
+            ));
+        }
+        for (i, p) in ports.iter().enumerate() {
+            let proto = p.protocol.as_deref().unwrap_or("TCP");
+            let url = format!("{}://{ip}:{}", proto.to_ascii_lowercase(), p.port);
+            if i == 0 {
+                out.push((format!("{prefix}_PORT"), url.clone()));
+            }
+            let pp = format!("{prefix}_PORT_{}_{}", p.port, proto.to_ascii_uppercase());
+            out.push((pp.clone(), url));
+            out.push((format!("{pp}_PROTO"), proto.to_ascii_lowercase()));
+            out.push((format!("{pp}_PORT"), p.port.to_string()));
+            out.push((format!("{pp}_ADDR"), ip.clone()));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -192,6 +268,55 @@ mod tests {
                 DNS
             ),
             "nameserver 10.43.0.10\nsearch shop.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:1\n"
+        );
+    }
+
+    #[test]
+    fn service_variables() {
+        let svc = |ns: &str, name: &str, ip: &str, ports: serde_json::Value| {
+            Arc::new(
+                serde_json::from_value::<Service>(json!({
+                    "metadata": {"namespace": ns, "name": name},
+                    "spec": {"clusterIP": ip, "ports": ports}
+                }))
+                .unwrap(),
+            )
+        };
+        let all = vec![
+            svc(
+                "default",
+                "kubernetes",
+                "10.43.0.1",
+                json!([{"name": "https", "port": 443}]),
+            ),
+            svc(
+                "shop",
+                "web-api",
+                "10.43.0.20",
+                json!([{"name": "http", "port": 80}, {"port": 53, "protocol": "UDP"}]),
+            ),
+            svc("shop", "db", "None", json!([{"port": 5432}])),
+            svc("other", "x", "10.43.0.30", json!([{"port": 1}])),
+        ];
+        let env = service_env(&pod(json!({"containers": []})), &all);
+        let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("KUBERNETES_SERVICE_HOST"), Some("10.43.0.1"));
+        assert_eq!(get("KUBERNETES_SERVICE_PORT"), Some("443"));
+        assert_eq!(get("KUBERNETES_SERVICE_PORT_HTTPS"), Some("443"));
+        assert_eq!(get("WEB_API_SERVICE_HOST"), Some("10.43.0.20"));
+        assert_eq!(get("WEB_API_PORT"), Some("tcp://10.43.0.20:80"));
+        assert_eq!(get("WEB_API_PORT_53_UDP"), Some("udp://10.43.0.20:53"));
+        assert_eq!(get("WEB_API_PORT_53_UDP_PROTO"), Some("udp"));
+        assert_eq!(get("WEB_API_PORT_80_TCP_ADDR"), Some("10.43.0.20"));
+        assert_eq!(get("DB_SERVICE_HOST"), None, "headless");
+        assert_eq!(get("X_SERVICE_HOST"), None, "another namespace");
+        let off = service_env(
+            &pod(json!({"containers": [], "enableServiceLinks": false})),
+            &all,
+        );
+        assert!(
+            off.iter().all(|(k, _)| k.starts_with("KUBERNETES_")),
+            "{off:?}"
         );
     }
 

@@ -50,10 +50,10 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use consensus::pki::NodeTls;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, Service};
 use parking_lot::Mutex;
 use skiff_sched::Resources;
-use skiff_sdk::client::informer::{Event, Informer};
+use skiff_sdk::client::informer::{Event, Informer, Store};
 use skiff_sdk::client::{Api, Client, ListParams};
 use skiff_sdk::runtime::{
     ContainerSpec, HttpHandlerSpec, ImageKind, ImageSource, PreparedImage, Runtime, Workload,
@@ -219,6 +219,8 @@ pub(crate) struct Ctx {
     workloads: Mutex<HashMap<String, bool>>,
     /// Images prepared since the agent started.
     pulled: Mutex<HashSet<String>>,
+    /// Every Service, for the containers' environment variables.
+    services: Arc<Store<Service>>,
 }
 
 impl Ctx {
@@ -350,6 +352,8 @@ pub async fn run_with(
         registered,
         stop.clone(),
     ));
+    let services: Arc<Informer<Service>> = Informer::new(Api::all(&client), ListParams::default());
+    let _services_informer = services.start();
     let service_proxy = tuning.service_proxy.then(|| {
         tokio::spawn(proxy::run(
             client.clone(),
@@ -357,6 +361,7 @@ pub async fn run_with(
                 node: cfg.node_name.clone(),
                 block,
             },
+            services.clone(),
             stop.clone(),
         ))
     });
@@ -371,6 +376,7 @@ pub async fn run_with(
         tuning,
         workloads: Mutex::default(),
         pulled: Mutex::default(),
+        services: services.store(),
         cfg,
     });
     let pods = Informer::new(
@@ -397,8 +403,10 @@ pub async fn run_with(
     if let Some(streams) = ctx.cfg.control_streams.clone() {
         tokio::spawn(log_server.serve_streams(streams, stop.clone()));
     }
+    // Containers get the Services' variables: know them first, as the
+    // kubelet does.
     tokio::select! {
-        () = pods.synced() => {}
+        () = async { pods.synced().await; services.synced().await } => {}
         _ = stop.wait_for(|s| *s) => return Ok(()),
     }
     let mut d = Dispatcher {

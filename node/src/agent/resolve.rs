@@ -303,16 +303,19 @@ pub fn expand(s: &str, vars: &dyn Fn(&str) -> Option<String>) -> String {
     out
 }
 
-/// The container's environment, in Kubernetes' order: `envFrom` sources,
-/// then `env`, a later definition of a name replacing an earlier one.
+/// The container's environment, in Kubernetes' order: the Services'
+/// variables (`services`, see `etc::service_env`), `envFrom` sources, then
+/// `env`, a later definition of a name replacing an earlier one (and
+/// `$(NAME)` seeing what came before).
 pub async fn env(
     l: &mut Lookup,
     pod: &Pod,
     c: &Container,
     d: &Downward,
+    services: Vec<(String, String)>,
 ) -> Result<Vec<(String, String)>, ResolveError> {
     let cfg = ResolveError::Config;
-    let mut vars: Vec<(String, String)> = Vec::new();
+    let mut vars: Vec<(String, String)> = services;
     let set = |vars: &mut Vec<(String, String)>, k: String, v: String| match vars
         .iter_mut()
         .find(|(n, _)| *n == k)

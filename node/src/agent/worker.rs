@@ -642,7 +642,8 @@ impl Worker {
         let root = self.ctx.pod_dir(&self.uid).join("volumes");
         let resolved = async {
             let vols = resolve::volumes(&mut lookup, &self.pod, &d, &root).await?;
-            let env = resolve::env(&mut lookup, &self.pod, &c, &d).await?;
+            let services = super::etc::service_env(&self.pod, &self.ctx.services.list());
+            let env = resolve::env(&mut lookup, &self.pod, &c, &d, services).await?;
             let mounts = resolve::mounts(&c, &vols)?;
             Ok::<_, ResolveError>((env, mounts))
         }

@@ -75,14 +75,20 @@ struct Shared {
 }
 
 /// Runs the proxy until `stop` turns true, then removes what it set up.
-pub async fn run(client: Client, cfg: ProxyConfig, mut stop: watch::Receiver<bool>) {
-    let services: Arc<Informer<Service>> = Informer::new(Api::all(&client), ListParams::default());
+/// `services` is the agent's Service informer (started by the agent, which
+/// also sets the Services' environment variables from it).
+pub async fn run(
+    client: Client,
+    cfg: ProxyConfig,
+    services: Arc<Informer<Service>>,
+    mut stop: watch::Receiver<bool>,
+) {
     let slices: Arc<Informer<EndpointSlice>> =
         Informer::new(Api::all(&client), ListParams::default());
     let nodes: Arc<Informer<Node>> = Informer::new(Api::all(&client), ListParams::default());
     let (mut svc_rx, mut slice_rx, mut node_rx) =
         (services.subscribe(), slices.subscribe(), nodes.subscribe());
-    let tasks = [services.start(), slices.start(), nodes.start()];
+    let tasks = [slices.start(), nodes.start()];
     let synced = async {
         services.synced().await;
         slices.synced().await;
