@@ -20,6 +20,15 @@ fn ip_key(ip: &str) -> String {
     format!("/registry/core/serviceips/{ip}")
 }
 
+/// The Service's name, and the value of the store keys reserving its
+/// address and ports (naming their owner).
+fn reservation(svc: &Value) -> (String, Value) {
+    let name = svc["metadata"]["name"].as_str().unwrap_or("").to_string();
+    let ns = svc["metadata"]["namespace"].as_str().unwrap_or("");
+    let marker = json!({"owner": format!("{ns}/{name}")});
+    (name, marker)
+}
+
 /// Gives a ClusterIP Service its address (or reserves the one it asked
 /// for). The reservation is a store key created only if absent, so two
 /// Services never get the same address.
@@ -31,13 +40,7 @@ pub async fn allocate_cluster_ip(objects: &Objects, svc: &mut Value) -> Result<(
         }
         return Ok(());
     }
-    let owner = format!(
-        "{}/{}",
-        svc["metadata"]["namespace"].as_str().unwrap_or(""),
-        svc["metadata"]["name"].as_str().unwrap_or("")
-    );
-    let name = svc["metadata"]["name"].as_str().unwrap_or("").to_string();
-    let marker = json!({"owner": owner});
+    let (name, marker) = reservation(svc);
     if let Some(want) = spec["clusterIP"].as_str().filter(|s| !s.is_empty()) {
         let parts: Vec<u8> = want.split('.').filter_map(|p| p.parse().ok()).collect();
         if parts.len() != 4 || parts[..2] != SERVICE_NET {
@@ -189,13 +192,7 @@ pub async fn allocate_node_ports(
         return Ok(());
     }
     let held: Vec<i64> = old.map(|o| node_ports(o).collect()).unwrap_or_default();
-    let owner = format!(
-        "{}/{}",
-        svc["metadata"]["namespace"].as_str().unwrap_or(""),
-        svc["metadata"]["name"].as_str().unwrap_or("")
-    );
-    let name = svc["metadata"]["name"].as_str().unwrap_or("").to_string();
-    let marker = json!({"owner": owner});
+    let (name, marker) = reservation(svc);
     let mut reserved: Vec<i64> = Vec::new();
     let result = async {
         let count = svc["spec"]["ports"].as_array().map_or(0, Vec::len);

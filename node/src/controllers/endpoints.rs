@@ -305,18 +305,22 @@ async fn sync_endpoints(ctx: &Ctx, svc: &Service, pods: &[Arc<Pod>]) -> Result<(
     Ok(())
 }
 
+/// Whether a slice is labelled as one of `service`'s.
+pub fn belongs_to(slice: &EndpointSlice, service: &str) -> bool {
+    slice
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(SERVICE_NAME_LABEL))
+        .is_some_and(|n| n == service)
+}
+
 fn slices_of(ctx: &Ctx, ns: &str, service: &str) -> Vec<Arc<EndpointSlice>> {
     let mut v: Vec<Arc<EndpointSlice>> = ctx
         .slices
         .list_in(ns)
         .into_iter()
-        .filter(|s| {
-            s.metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(SERVICE_NAME_LABEL))
-                .is_some_and(|n| n == service)
-        })
+        .filter(|s| belongs_to(s, service))
         .collect();
     v.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
     v

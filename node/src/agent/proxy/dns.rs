@@ -31,8 +31,6 @@ use skiff_sdk::client::informer::Store;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 
-use super::table::SERVICE_NAME_LABEL;
-
 pub const CLUSTER_DOMAIN: &str = "cluster.local";
 /// The `kube-dns` Service's address, which the API server reserves and
 /// every agent serves.
@@ -73,13 +71,7 @@ impl Records for Caches {
         self.slices
             .list_in(namespace)
             .into_iter()
-            .filter(|s| {
-                s.metadata
-                    .labels
-                    .as_ref()
-                    .and_then(|l| l.get(SERVICE_NAME_LABEL))
-                    .is_some_and(|n| n == service)
-            })
+            .filter(|s| crate::controllers::endpoints::belongs_to(s, service))
             .collect()
     }
 }
@@ -496,6 +488,7 @@ async fn serve_tcp(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::controllers::endpoints::SERVICE_NAME_LABEL;
     use serde_json::json;
 
     struct Fixed {
