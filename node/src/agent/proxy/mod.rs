@@ -127,21 +127,16 @@ pub async fn run(
         dns::CLUSTER_DNS_IP,
     ));
     tracing::info!(node = %cfg.node, "service proxy started");
+    let mut reach = Reachability::default();
     loop {
-        let reach = Reachability::new(&cfg.node, &nodes.store().list());
+        reach.update(&cfg.node, &nodes.store().list());
         let table = table::build(
             &services.store().list(),
             &slices.store().list(),
             &cfg.node,
             &|n: Option<&str>| reach.reachable(n),
         );
-        // The cluster DNS's own UDP port is served below, not proxied.
-        let unserved: Vec<String> = table
-            .unserved
-            .iter()
-            .filter(|p| !p.starts_with("kube-system/kube-dns:"))
-            .cloned()
-            .collect();
+        let unserved = table.unserved.clone();
         if unserved != unserved_seen {
             if !unserved.is_empty() {
                 tracing::info!(ports = ?unserved, "service proxy: only TCP is served; these ports are not");
@@ -266,30 +261,44 @@ fn forget_stale(shared: &Shared, table: &Table) {
 
 /// Which nodes' pods this host can dial: its own, and those of nodes whose
 /// InternalIP is an address of this host.
+#[derive(Default)]
 struct Reachability {
+    /// Each node's InternalIPs, as last looked at.
+    seen: Vec<(String, Vec<IpAddr>)>,
     local: Vec<String>,
 }
 
 impl Reachability {
-    fn new(me: &str, nodes: &[Arc<Node>]) -> Reachability {
-        let mut local = vec![me.to_string()];
-        for n in nodes {
-            let Some(name) = n.metadata.name.as_deref() else {
-                continue;
-            };
-            let internal = n
-                .status
-                .as_ref()
-                .and_then(|s| s.addresses.as_ref())
-                .into_iter()
-                .flatten()
-                .filter(|a| a.type_ == "InternalIP")
-                .filter_map(|a| a.address.parse::<IpAddr>().ok());
-            if name != me && internal.into_iter().any(is_local_address) {
-                local.push(name.to_string());
+    /// Looks again at the nodes whose addresses changed since the last
+    /// call (whether an address is this host's takes a bind to find out).
+    fn update(&mut self, me: &str, nodes: &[Arc<Node>]) {
+        let mut now: Vec<(String, Vec<IpAddr>)> = nodes
+            .iter()
+            .filter_map(|n| {
+                let name = n.metadata.name.clone()?;
+                let internal = n
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.addresses.as_ref())
+                    .into_iter()
+                    .flatten()
+                    .filter(|a| a.type_ == "InternalIP")
+                    .filter_map(|a| a.address.parse::<IpAddr>().ok())
+                    .collect();
+                Some((name, internal))
+            })
+            .collect();
+        now.sort();
+        if now == self.seen && !self.local.is_empty() {
+            return;
+        }
+        self.local = vec![me.to_string()];
+        for (name, internal) in &now {
+            if name != me && internal.iter().copied().any(is_local_address) {
+                self.local.push(name.clone());
             }
         }
-        Reachability { local }
+        self.seen = now;
     }
 
     /// Endpoints with no node (a Service's own, like `kubernetes`'s) are

@@ -146,7 +146,11 @@ pub fn build(
         let Some(spec) = &svc.spec else { continue };
         let ns = svc.metadata.namespace.as_deref().unwrap_or("");
         let name = svc.metadata.name.as_deref().unwrap_or("");
-        if spec.type_.as_deref() == Some("ExternalName") {
+        // ExternalName has no address; `kube-dns`'s is the DNS server's,
+        // served by `dns`, not proxied.
+        if spec.type_.as_deref() == Some("ExternalName")
+            || spec.cluster_ip.as_deref() == Some(super::dns::CLUSTER_DNS_IP.to_string().as_str())
+        {
             continue;
         }
         let cluster_ips: Vec<Ipv4Addr> = spec
@@ -280,7 +284,7 @@ mod tests {
     fn web() -> Arc<Service> {
         svc(json!({
             "metadata": {"namespace": "ns", "name": "web"},
-            "spec": {"type": "NodePort", "clusterIP": "10.43.0.10", "clusterIPs": ["10.43.0.10"],
+            "spec": {"type": "NodePort", "clusterIP": "10.43.0.11", "clusterIPs": ["10.43.0.11"],
                      "ports": [{"name": "http", "port": 80, "protocol": "TCP", "nodePort": 30080},
                                {"name": "dns", "port": 53, "protocol": "UDP"}]}
         }))
@@ -304,7 +308,7 @@ mod tests {
     }
 
     const CLUSTER: Frontend = Frontend::Cluster(SocketAddr::new(
-        IpAddr::V4(Ipv4Addr::new(10, 43, 0, 10)),
+        IpAddr::V4(Ipv4Addr::new(10, 43, 0, 11)),
         80,
     ));
 
@@ -322,7 +326,26 @@ mod tests {
             ["10.42.1.2:8080", "10.42.2.3:8080"]
         );
         assert_eq!(t.routes[&CLUSTER].name, "ns/web:http");
-        assert_eq!(t.cluster_ips, [Ipv4Addr::new(10, 43, 0, 10)]);
+        assert_eq!(t.cluster_ips, [Ipv4Addr::new(10, 43, 0, 11)]);
+        assert_eq!(t.unserved, ["ns/web:dns/UDP"]);
+    }
+
+    #[test]
+    fn the_cluster_dns_service_is_left_to_the_dns_server() {
+        let dns = svc(json!({
+            "metadata": {"namespace": "kube-system", "name": "kube-dns"},
+            "spec": {"clusterIP": "10.43.0.10", "clusterIPs": ["10.43.0.10"],
+                     "ports": [{"name": "dns", "port": 53, "protocol": "UDP"},
+                               {"name": "dns-tcp", "port": 53, "protocol": "TCP"}]}
+        }));
+        let t = build(&[dns, web()], &[], "a", &everywhere);
+        let dns_ip = IpAddr::V4(Ipv4Addr::new(10, 43, 0, 10));
+        assert!(
+            !t.routes
+                .keys()
+                .any(|f| matches!(f, Frontend::Cluster(a) if a.ip() == dns_ip))
+        );
+        assert_eq!(t.cluster_ips, [Ipv4Addr::new(10, 43, 0, 11)]);
         assert_eq!(t.unserved, ["ns/web:dns/UDP"]);
     }
 
