@@ -454,6 +454,7 @@ async fn server(args: ServerArgs) -> Result<()> {
         controllers: controllers::Settings {
             node_monitor_grace: Duration::from_secs(args.node_monitor_grace_period.max(1)),
             default_toleration_seconds: args.default_toleration_seconds.max(0),
+            ..Default::default()
         },
         join: args
             .join

@@ -460,7 +460,8 @@ impl Components {
         use apiserver::local::client;
         let lease = Duration::from_secs(15);
         let cm = client(api, "system:kube-controller-manager", &["system:masters"]);
-        let settings = self.settings.clone();
+        let mut settings = self.settings.clone();
+        settings.root_ca_pem = api.ca_pem().to_string();
         tokio::spawn(leader::run_elected(
             cm.clone(),
             "skiff-controller-manager".into(),

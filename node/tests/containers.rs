@@ -263,6 +263,39 @@ async fn container_pods_run_on_runc() {
             && found.contains(&cluster_ip),
         "{found}{err}"
     );
+    // The in-cluster API client's view: the name of the `kubernetes`
+    // Service and the account's token, CA and namespace (the API accepting
+    // that token is checked in kubectl.rs).
+    let (_, found, err) = kubectl(
+        &m,
+        // (busybox's nslookup searches only names without a dot)
+        &[
+            "exec",
+            &pod,
+            "--",
+            "nslookup",
+            "kubernetes.default.svc.cluster.local",
+        ],
+        None,
+    );
+    assert!(found.contains("Address: 10.43.0.1"), "{found}{err}");
+    let creds = kubectl_ok(
+        &m,
+        &[
+            "exec",
+            &pod,
+            "--",
+            "sh",
+            "-c",
+            "cd /var/run/secrets/kubernetes.io/serviceaccount && cat namespace && echo && head -1 ca.crt && tr . '\\n' < token | wc -l",
+        ],
+        None,
+    );
+    assert_eq!(
+        creds.split_whitespace().collect::<Vec<_>>(),
+        ["default", "-----BEGIN", "CERTIFICATE-----", "2"],
+        "{creds}"
+    );
     let (ok, out, err) = kubectl(&m, &["exec", &pod, "--", "nslookup", "nope"], None);
     assert!(
         !ok && format!("{out}{err}").contains("NXDOMAIN"),

@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::{Member, kubectl, kubectl_ok};
+use common::{Member, kubectl, kubectl_ok, wait_for};
 
 const READY: Duration = Duration::from_secs(30);
 
@@ -767,4 +767,281 @@ async fn server_side_apply() {
         None,
     );
     assert_eq!(stored, "1");
+}
+
+/// What an in-cluster client relies on: every namespace's `default`
+/// account and `kube-root-ca.crt`, the ServiceAccount admission plugin,
+/// and a token in the pod, bound to it, that the API accepts over the
+/// names pods use (`kubernetes.default.svc`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_get_a_bound_service_account_token() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = start(tmp.path()).await;
+    let ca_file = m.dir.join("pki/ca.crt");
+    kubectl_ok(&m, &["create", "namespace", "apps"], None);
+    // Made with the namespace, so a pod can be created at once.
+    kubectl_ok(
+        &m,
+        &["get", "serviceaccount", "default", "-n", "apps"],
+        None,
+    );
+    let ca = kubectl_ok(
+        &m,
+        &[
+            "get",
+            "configmap",
+            "kube-root-ca.crt",
+            "-n",
+            "apps",
+            "-o",
+            "jsonpath={.data.ca\\.crt}",
+        ],
+        None,
+    );
+    assert_eq!(ca.trim(), std::fs::read_to_string(&ca_file).unwrap().trim());
+    // Deleted or changed, they are set back by the controller.
+    kubectl_ok(
+        &m,
+        &["delete", "serviceaccount", "default", "-n", "apps"],
+        None,
+    );
+    kubectl_ok(
+        &m,
+        &[
+            "patch",
+            "configmap",
+            "kube-root-ca.crt",
+            "-n",
+            "apps",
+            "-p",
+            r#"{"data":{"ca.crt":"forged"}}"#,
+        ],
+        None,
+    );
+    wait_for("the default account and CA back", READY, || {
+        let (ok, _, err) = kubectl(
+            &m,
+            &["get", "serviceaccount", "default", "-n", "apps"],
+            None,
+        );
+        let (_, ca_now, _) = kubectl(
+            &m,
+            &[
+                "get",
+                "cm",
+                "kube-root-ca.crt",
+                "-n",
+                "apps",
+                "-o",
+                "jsonpath={.data.ca\\.crt}",
+            ],
+            None,
+        );
+        (ok && ca_now.trim() == ca.trim()).then_some(()).ok_or(err)
+    })
+    .await;
+
+    let pod = |name: &str, extra: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: apps}}\nspec:\n{extra}  containers:\n  - name: app\n    image: {}\n",
+            common::wasm("hello-http.wasm")
+        )
+    };
+    let (ok, _, err) = kubectl(
+        &m,
+        &["apply", "-f", "-"],
+        Some(&pod("lost", "  serviceAccountName: nope\n")),
+    );
+    assert!(
+        !ok && err.contains(
+            "pods \"lost\" is forbidden: error looking up service account apps/nope: serviceaccount \"nope\" not found"
+        ),
+        "{err}"
+    );
+    // An account that opts out gets no token volume.
+    kubectl_ok(
+        &m,
+        &["create", "serviceaccount", "quiet", "-n", "apps"],
+        None,
+    );
+    kubectl_ok(
+        &m,
+        &[
+            "patch",
+            "sa",
+            "quiet",
+            "-n",
+            "apps",
+            "-p",
+            r#"{"automountServiceAccountToken":false}"#,
+        ],
+        None,
+    );
+    let out = kubectl_ok(
+        &m,
+        &[
+            "create",
+            "-f",
+            "-",
+            "-o",
+            "jsonpath={.spec.serviceAccountName} {.spec.volumes}",
+        ],
+        Some(&pod("quiet", "  serviceAccountName: quiet\n")),
+    );
+    assert_eq!(out.trim(), "quiet", "{out}");
+
+    kubectl_ok(&m, &["apply", "-f", "-"], Some(&pod("app", "")));
+    let spec: serde_json::Value = serde_json::from_str(&kubectl_ok(
+        &m,
+        &["get", "pod", "app", "-n", "apps", "-o", "json"],
+        None,
+    ))
+    .unwrap();
+    assert_eq!(spec["spec"]["serviceAccountName"], "default");
+    let vol = spec["spec"]["volumes"][0].clone();
+    let vol_name = vol["name"].as_str().unwrap().to_string();
+    assert!(vol_name.starts_with("kube-api-access-"), "{vol}");
+    assert_eq!(
+        vol["projected"]["sources"][0]["serviceAccountToken"]["expirationSeconds"],
+        3607
+    );
+    assert_eq!(
+        spec["spec"]["containers"][0]["volumeMounts"][0],
+        serde_json::json!({"name": vol_name, "readOnly": true,
+            "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount"})
+    );
+    let uid = spec["metadata"]["uid"].as_str().unwrap().to_string();
+    let node = wait_for("the pod to run", READY, || {
+        let out = kubectl_ok(
+            &m,
+            &[
+                "get",
+                "pod",
+                "app",
+                "-n",
+                "apps",
+                "-o",
+                "jsonpath={.status.phase} {.spec.nodeName}",
+            ],
+            None,
+        );
+        match out.trim().split_once(' ') {
+            Some(("Running", node)) => Ok(node.to_string()),
+            _ => Err(out),
+        }
+    })
+    .await;
+    let dir = m
+        .dir
+        .join("agent/pods")
+        .join(&uid)
+        .join("volumes")
+        .join(&vol_name);
+    assert_eq!(
+        std::fs::read_to_string(dir.join("namespace")).unwrap(),
+        "apps"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("ca.crt")).unwrap().trim(),
+        ca.trim()
+    );
+    let token = std::fs::read_to_string(dir.join("token")).unwrap();
+
+    // What a pod's client does: the token, the CA, and the in-cluster
+    // name, which the API's certificate must carry.
+    let api = format!("https://127.0.0.1:{}", m.api_port);
+    let in_pod = |token: &str, args: &[&str]| {
+        let mut cmd = Command::new("kubectl");
+        cmd.env("KUBECONFIG", "/dev/null")
+            .args([
+                "--server",
+                &api,
+                "--tls-server-name",
+                "kubernetes.default.svc",
+            ])
+            .arg(format!("--certificate-authority={}", ca_file.display()))
+            .args(["--token", token])
+            .args(args);
+        common::run(cmd, None)
+    };
+    let (ok, _, err) = in_pod(&token, &["get", "pods", "-n", "apps"]);
+    assert!(
+        !ok && err
+            .contains("User \"system:serviceaccount:apps:default\" cannot list resource \"pods\""),
+        "{err}"
+    );
+    kubectl_ok(
+        &m,
+        &[
+            "create",
+            "rolebinding",
+            "read",
+            "-n",
+            "apps",
+            "--clusterrole=view",
+            "--serviceaccount=apps:default",
+        ],
+        None,
+    );
+    let (ok, out, err) = in_pod(&token, &["get", "pods", "-n", "apps"]);
+    assert!(ok && out.contains("app "), "{out}{err}");
+    let (ok, _, err) = in_pod(&token, &["get", "secrets", "-n", "apps"]);
+    assert!(
+        !ok && err.contains("Forbidden"),
+        "view does not read secrets: {err}"
+    );
+
+    // A token for another audience is not one for the API.
+    let vault = kubectl_ok(
+        &m,
+        &[
+            "create",
+            "token",
+            "default",
+            "-n",
+            "apps",
+            "--audience",
+            "vault",
+        ],
+        None,
+    );
+    let (ok, _, err) = in_pod(vault.trim(), &["get", "pods", "-n", "apps"]);
+    assert!(!ok && err.contains("Unauthorized"), "{err}");
+
+    // A node gets tokens only bound to pods scheduled on it.
+    let as_node = |node: &str| {
+        kubectl(
+            &m,
+            &[
+                "create",
+                "token",
+                "default",
+                "-n",
+                "apps",
+                "--bound-object-kind",
+                "Pod",
+                "--bound-object-name",
+                "app",
+                &format!("--as=system:node:{node}"),
+                "--as-group=system:nodes",
+            ],
+            None,
+        )
+    };
+    let (ok, out, err) = as_node(&node);
+    assert!(ok && out.trim().split('.').count() == 3, "{err}");
+    let (ok, _, err) = as_node("elsewhere");
+    assert!(
+        !ok && err.contains("can only request tokens bound to pods scheduled on it"),
+        "{err}"
+    );
+
+    // Bound to the pod: its deletion revokes the token.
+    kubectl_ok(
+        &m,
+        &["delete", "pod", "app", "-n", "apps", "--wait=true"],
+        None,
+    );
+    let (ok, _, err) = in_pod(&token, &["get", "pods", "-n", "apps"]);
+    assert!(!ok && err.contains("Unauthorized"), "{err}");
 }

@@ -5,9 +5,10 @@
 //! Volumes live under `DATA/pods/<uid>/volumes/<name>`:
 //! - `emptyDir`: a directory (also for `medium: Memory`; `sizeLimit` is not
 //!   enforced);
-//! - `configMap`, `secret`, `downwardAPI`, `projected` (of those three):
-//!   files written from the objects at every container start, mounted
-//!   read-only as Kubernetes does;
+//! - `configMap`, `secret`, `downwardAPI`, `projected` (of those three and
+//!   `serviceAccountToken`, a token bound to the pod from the API's
+//!   TokenRequest): files written from the objects at every container
+//!   start, mounted read-only as Kubernetes does;
 //! - `hostPath`: only a directory, and only mounted `readOnly: true` —
 //!   a guest must not write into the host through a pod spec;
 //! - anything else (persistent volumes, CSI, ...) is refused with a message
@@ -23,7 +24,7 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{
     ConfigMap, Container, DownwardAPIVolumeFile, KeyToPath, ObjectFieldSelector, Pod,
-    ResourceFieldSelector, Secret, Volume,
+    ResourceFieldSelector, Secret, ServiceAccount, Volume,
 };
 use skiff_sched::Quantity;
 use skiff_sdk::client::{Api, Client};
@@ -87,6 +88,49 @@ impl Lookup {
             .map(Arc::new);
         self.secrets.insert(name.to_string(), got.clone());
         Ok(got)
+    }
+
+    /// A token for the pod's ServiceAccount, bound to the pod (the
+    /// kubelet's TokenRequest for a projected `serviceAccountToken`).
+    async fn token(
+        &mut self,
+        pod: &Pod,
+        audience: Option<&str>,
+        expiration: Option<i64>,
+    ) -> Result<String, String> {
+        let account = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.service_account_name.as_deref())
+            .filter(|s| !s.is_empty())
+            .unwrap_or("default");
+        let meta = &pod.metadata;
+        let mut spec = serde_json::json!({
+            "expirationSeconds": expiration.unwrap_or(3600),
+            "boundObjectRef": {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "name": meta.name,
+                "uid": meta.uid,
+            },
+        });
+        if let Some(a) = audience.filter(|a| !a.is_empty()) {
+            spec["audiences"] = serde_json::json!([a]);
+        }
+        let body = serde_json::json!({
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenRequest",
+            "spec": spec,
+        });
+        let api: Api<ServiceAccount> = Api::namespaced(&self.client, &self.namespace);
+        let got = api
+            .create_sub(Some(&self.namespace), account, "token", &body)
+            .await
+            .map_err(|e| format!("requesting a token for service account {account:?}: {e}"))?;
+        got["status"]["token"]
+            .as_str()
+            .map(String::from)
+            .ok_or_else(|| format!("the token request for {account:?} returned no token"))
     }
 
     /// The key/value pairs of a ConfigMap (`data` and `binaryData`).
@@ -497,10 +541,15 @@ async fn volume(
                 }
             } else if let Some(da) = &src.downward_api {
                 files.extend(downward_files(pod, d, da.items.as_deref())?);
+            } else if let Some(t) = &src.service_account_token {
+                let token = l
+                    .token(pod, t.audience.as_deref(), t.expiration_seconds)
+                    .await?;
+                files.push((t.path.clone(), token.into_bytes()));
             } else {
                 return Err(
-                    "only configMap, secret and downwardAPI projections are supported \
-                            on this node"
+                    "only configMap, secret, downwardAPI and serviceAccountToken \
+                            projections are supported on this node"
                         .into(),
                 );
             }

@@ -44,6 +44,16 @@ pub struct SaClaims {
     pub namespace: String,
     pub name: String,
     pub uid: String,
+    /// The pod a token is bound to (the kubelet's projected tokens): the
+    /// token dies with that pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<BoundPod>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BoundPod {
+    pub name: String,
+    pub uid: String,
 }
 
 pub const ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
@@ -135,14 +145,31 @@ impl Authenticator {
                 });
             }
             let claims = self.verify_sa_token(token)?;
-            // Bound to the account: a deleted (or re-created) account's
-            // tokens stop working.
-            let res = super::resources::find("", "v1", "serviceaccounts").expect("served");
-            let sa = objects
-                .get(&res.key(Some(&claims.namespace), &claims.name))
-                .await
-                .ok()??;
-            if sa.object["metadata"]["uid"].as_str() != Some(claims.uid.as_str()) {
+            // A token minted for another audience (`vault`, ...) is not
+            // one for this API.
+            if !claims.aud.iter().any(|a| a == ISSUER) {
+                return None;
+            }
+            // Bound to the account, and to the pod if it names one: a
+            // deleted (or re-created) account's or pod's tokens stop
+            // working.
+            let bound =
+                |plural: &str, name: &str, uid: &str| {
+                    let res = super::resources::find("", "v1", plural).expect("served");
+                    let key = res.key(Some(&claims.namespace), name);
+                    let uid = uid.to_string();
+                    async move {
+                        objects.get(&key).await.ok().flatten().is_some_and(|o| {
+                            o.object["metadata"]["uid"].as_str() == Some(uid.as_str())
+                        })
+                    }
+                };
+            if !bound("serviceaccounts", &claims.name, &claims.uid).await {
+                return None;
+            }
+            if let Some(pod) = &claims.pod
+                && !bound("pods", &pod.name, &pod.uid).await
+            {
                 return None;
             }
             return Some(User {

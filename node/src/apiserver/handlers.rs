@@ -180,7 +180,7 @@ fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
     Ok(v)
 }
 
-fn now_rfc3339() -> String {
+pub(super) fn now_rfc3339() -> String {
     let secs = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs()) as i64;
@@ -229,7 +229,7 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
     Some(days * 86_400 + hh * 3600 + mm * 60 + ss)
 }
 
-fn new_uid() -> String {
+pub(super) fn new_uid() -> String {
     let b: [u8; 16] = rand::random();
     let h = hex::encode(b);
     // A version 4 UUID.
@@ -244,7 +244,7 @@ fn new_uid() -> String {
     )
 }
 
-fn random_suffix() -> String {
+pub(super) fn random_suffix() -> String {
     const CHARS: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     (0..5)
         .map(|_| CHARS[rand::random_range(0..CHARS.len())] as char)
@@ -705,6 +705,8 @@ async fn create(
     if t.res.kind == "Pod" {
         super::imagekind::default_runtime_class(&mut obj).await;
         admit_runtime_class(objects, &name, &mut obj).await?;
+        let ns = t.namespace.clone().unwrap_or_default();
+        super::serviceaccount::admit(objects, &ns, &name, &mut obj).await?;
     }
     {
         let m = obj["metadata"]
@@ -744,6 +746,9 @@ async fn create(
     }
     match objects.put(&t.key(), &obj, Precondition::Absent).await? {
         Some(rev) => {
+            if t.res.kind == "Namespace" {
+                namespace_defaults(objects, &name).await;
+            }
             super::storage::set_rv(&mut obj, rev);
             let mut resp = json_resp(StatusCode::CREATED, &obj);
             warnings_header(&mut resp, &warnings);
@@ -755,6 +760,22 @@ async fn create(
             }
             Err(ApiError::already_exists(t.res.group, t.res.plural, &name))
         }
+    }
+}
+
+/// A new namespace's `default` ServiceAccount and root CA ConfigMap, made
+/// with it. A failure is only logged: the controller makes them later.
+async fn namespace_defaults(objects: &Objects, ns: &str) {
+    let Some(tls) = objects.store().tls() else {
+        return;
+    };
+    if let Err(e) = super::serviceaccount::ensure_namespace_defaults(objects, ns, &tls.ca_pem).await
+    {
+        tracing::warn!(
+            namespace = ns,
+            "creating the default service account: {}",
+            e.message
+        );
     }
 }
 
@@ -1588,7 +1609,12 @@ pub async fn self_subject_rules_review(
     Ok(json_resp(StatusCode::CREATED, &review))
 }
 
-/// `kubectl create token SA`: a token bound to the ServiceAccount.
+/// `kubectl create token SA`, and the kubelet's projected tokens: a token
+/// bound to the ServiceAccount and, with `spec.boundObjectRef`, to a pod.
+///
+/// As kube-apiserver does, a pod-bound token asked for with the kubelet's
+/// default 3607 s is valid for a year (the status still says 3607 s): the
+/// agent writes tokens at container start and does not rotate them.
 pub async fn token_request(
     objects: &Objects,
     auth: &super::auth::Authenticator,
@@ -1609,39 +1635,84 @@ pub async fn token_request(
         ..t.clone()
     };
     let sa = load(objects, &sa_target).await?;
-    let secs = tr["spec"]["expirationSeconds"].as_i64().unwrap_or(3600);
-    if secs < 600 {
-        return Err(ApiError::invalid(
+    let ns = t.namespace.clone().unwrap_or_default();
+    let name = t.name.clone().unwrap_or_default();
+    let invalid = |field: &str, why: String| {
+        ApiError::invalid(
             "authentication.k8s.io",
             "TokenRequest",
             "",
-            vec![Cause::invalid(
+            vec![Cause::invalid(field, why)],
+        )
+    };
+    let secs = match &tr["spec"]["expirationSeconds"] {
+        Value::Null => 3600,
+        v => v.as_i64().ok_or_else(|| {
+            invalid(
                 "spec.expirationSeconds",
-                format!("Invalid value: {secs}: may not specify a duration less than 10 minutes"),
-            )],
+                format!("Invalid value: {v}: must be an integer"),
+            )
+        })?,
+    };
+    if secs < 600 {
+        return Err(invalid(
+            "spec.expirationSeconds",
+            format!("Invalid value: {secs}: may not specify a duration less than 10 minutes"),
         ));
     }
+    if secs > 1 << 32 {
+        return Err(invalid(
+            "spec.expirationSeconds",
+            format!("Invalid value: {secs}: may not specify a duration larger than 2^32 seconds"),
+        ));
+    }
+    let pod = bound_pod(objects, &tr["spec"]["boundObjectRef"], &ns, &name).await?;
+    if let Some(node) = user.name.strip_prefix("system:node:")
+        && !user.is_master()
+    {
+        // The Node authorizer: a node gets tokens only for the accounts of
+        // pods bound to it, and only bound to those pods.
+        let on_node = pod
+            .as_ref()
+            .is_some_and(|(_, p)| p["spec"]["nodeName"].as_str() == Some(node));
+        if !on_node {
+            let mut e =
+                ApiError::forbidden(&user.name, "create", "", "serviceaccounts/token", Some(&ns));
+            e.message = format!(
+                "{}: node '{node}' can only request tokens bound to pods scheduled on it",
+                e.message
+            );
+            return Err(e);
+        }
+    }
+    let audiences: Vec<String> = tr["spec"]["audiences"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(String::from))
+                .collect()
+        })
+        .filter(|a: &Vec<String>| !a.is_empty())
+        .unwrap_or_else(|| vec![super::auth::ISSUER.into()]);
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs()) as i64;
-    let ns = t.namespace.clone().unwrap_or_default();
-    let name = t.name.clone().unwrap_or_default();
+    let valid_for =
+        if pod.is_some() && secs == 3607 && audiences.iter().any(|a| a == super::auth::ISSUER) {
+            365 * 24 * 3600
+        } else {
+            secs
+        };
     let claims = super::auth::SaClaims {
         iss: super::auth::ISSUER.into(),
         sub: format!("system:serviceaccount:{ns}:{name}"),
-        aud: tr["spec"]["audiences"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|x| x.as_str().map(String::from))
-                    .collect()
-            })
-            .unwrap_or_else(|| vec![super::auth::ISSUER.into()]),
-        exp: now + secs,
+        aud: audiences.clone(),
+        exp: now + valid_for,
         iat: now,
         namespace: ns,
         name,
         uid: sa.object["metadata"]["uid"].as_str().unwrap_or("").into(),
+        pod: pod.map(|(p, _)| p),
     };
     let token = auth.issue_sa_token(&claims);
     tr["apiVersion"] = json!("authentication.k8s.io/v1");
@@ -1649,9 +1720,78 @@ pub async fn token_request(
     if tr["metadata"].is_null() {
         tr["metadata"] = json!({});
     }
+    tr["spec"]["audiences"] = json!(audiences);
     tr["spec"]["expirationSeconds"] = json!(secs);
     tr["status"] = json!({"token": token, "expirationTimestamp": rfc3339(now + secs)});
     Ok(json_resp(StatusCode::CREATED, &tr))
+}
+
+/// The pod a TokenRequest's `spec.boundObjectRef` names, which must exist
+/// in the namespace, have the UID given (if any) and run as the account.
+async fn bound_pod(
+    objects: &Objects,
+    r: &Value,
+    ns: &str,
+    account: &str,
+) -> Result<Option<(super::auth::BoundPod, Value)>, ApiError> {
+    if r.is_null() {
+        return Ok(None);
+    }
+    let invalid = |field: &str, why: String| {
+        ApiError::invalid(
+            "authentication.k8s.io",
+            "TokenRequest",
+            "",
+            vec![Cause::invalid(field, why)],
+        )
+    };
+    match r["kind"].as_str().unwrap_or("") {
+        "Pod" => {}
+        other => {
+            return Err(invalid(
+                "spec.boundObjectRef.kind",
+                format!("Unsupported value: \"{other}\": supported values: \"Pod\""),
+            ));
+        }
+    }
+    let name = r["name"].as_str().unwrap_or("");
+    if name.is_empty() {
+        return Err(invalid("spec.boundObjectRef.name", "Required value".into()));
+    }
+    let pods = resources::find("", "v1", "pods").expect("pods served");
+    let Some(p) = objects.get(&pods.key(Some(ns), name)).await? else {
+        return Err(ApiError::not_found("", "pods", name));
+    };
+    let uid = p.object["metadata"]["uid"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    if let Some(want) = r["uid"].as_str().filter(|u| !u.is_empty())
+        && want != uid
+    {
+        return Err(ApiError::new(
+            409,
+            "Conflict",
+            format!(
+                "the UID in the bound object reference ({want}) does not match the UID in record. The object might have been deleted and then recreated"
+            ),
+        ));
+    }
+    let runs_as = p.object["spec"]["serviceAccountName"]
+        .as_str()
+        .unwrap_or("default");
+    if runs_as != account {
+        return Err(ApiError::bad_request(format!(
+            "cannot bind token for serviceaccount \"{account}\" to pod running with different serviceaccount name."
+        )));
+    }
+    Ok(Some((
+        super::auth::BoundPod {
+            name: name.into(),
+            uid,
+        },
+        p.object,
+    )))
 }
 
 /// The namespaces every cluster has.
@@ -1665,6 +1805,7 @@ pub async fn ensure_namespaces(objects: &Objects) -> anyhow::Result<()> {
         });
         validate::default(res, &mut obj);
         create_if_absent(objects, res, obj).await?;
+        namespace_defaults(objects, ns).await;
     }
     Ok(())
 }
@@ -1822,6 +1963,149 @@ async fn add_to_list(
 
 /// Stores a bootstrap object unless one of its name exists: what an
 /// administrator changed in it is kept across restarts.
+/// The rules of Kubernetes' user-facing roles `view`, `edit` and `admin`
+/// (there aggregated from labelled parts; here written out) over the
+/// resources skiff serves. `view` reads everything but Secrets; `edit`
+/// also writes, reads Secrets and execs into pods; `admin` also manages
+/// Roles and RoleBindings in its namespace.
+fn user_facing_rules() -> (Vec<Value>, Vec<Value>, Vec<Value>) {
+    let rule = |groups: &[&str], resources: &[&str], verbs: &[&str]| json!({"apiGroups": groups, "resources": resources, "verbs": verbs});
+    let read = ["get", "list", "watch"];
+    let write = ["create", "delete", "deletecollection", "patch", "update"];
+    let core = [
+        "configmaps",
+        "endpoints",
+        "persistentvolumeclaims",
+        "pods",
+        "replicationcontrollers",
+        "replicationcontrollers/scale",
+        "serviceaccounts",
+        "services",
+    ];
+    let apps = [
+        "daemonsets",
+        "deployments",
+        "deployments/scale",
+        "replicasets",
+        "replicasets/scale",
+        "statefulsets",
+        "statefulsets/scale",
+    ];
+    let batch = ["cronjobs", "jobs"];
+    let networking = ["ingresses", "networkpolicies"];
+    let view = vec![
+        rule(&[""], &core, &read),
+        rule(
+            &[""],
+            &[
+                "bindings",
+                "events",
+                "limitranges",
+                "namespaces/status",
+                "pods/log",
+                "pods/status",
+                "replicationcontrollers/status",
+                "resourcequotas",
+                "resourcequotas/status",
+            ],
+            &read,
+        ),
+        rule(&[""], &["namespaces"], &read),
+        rule(&["apps"], &apps, &read),
+        rule(&["batch"], &batch, &read),
+        rule(&["networking.k8s.io"], &networking, &read),
+        rule(&["discovery.k8s.io"], &["endpointslices"], &read),
+        rule(&["coordination.k8s.io"], &["leases"], &read),
+        rule(&["events.k8s.io"], &["events"], &read),
+        rule(&["autoscaling"], &["horizontalpodautoscalers"], &read),
+        rule(&["policy"], &["poddisruptionbudgets"], &read),
+    ];
+    let mut edit = view.clone();
+    edit.extend([
+        rule(&[""], &core, &write),
+        rule(&[""], &["secrets"], &[&read[..], &write[..]].concat()),
+        rule(
+            &[""],
+            &[
+                "pods/attach",
+                "pods/exec",
+                "pods/portforward",
+                "pods/proxy",
+                "services/proxy",
+            ],
+            &[
+                "create",
+                "delete",
+                "deletecollection",
+                "patch",
+                "update",
+                "get",
+            ],
+        ),
+        rule(
+            &[""],
+            &["pods/eviction", "serviceaccounts/token"],
+            &["create"],
+        ),
+        rule(&[""], &["serviceaccounts"], &["impersonate"]),
+        rule(&["apps"], &apps, &write),
+        rule(&["batch"], &batch, &write),
+        rule(&["networking.k8s.io"], &networking, &write),
+        rule(&["discovery.k8s.io"], &["endpointslices"], &write),
+        rule(&["coordination.k8s.io"], &["leases"], &write),
+        rule(&["autoscaling"], &["horizontalpodautoscalers"], &write),
+        rule(&["policy"], &["poddisruptionbudgets"], &write),
+    ]);
+    let mut admin = edit.clone();
+    admin.extend([
+        rule(
+            &["rbac.authorization.k8s.io"],
+            &["rolebindings", "roles"],
+            &[&read[..], &write[..]].concat(),
+        ),
+        rule(
+            &["authorization.k8s.io"],
+            &["localsubjectaccessreviews"],
+            &["create"],
+        ),
+    ]);
+    (view, edit, admin)
+}
+
+/// A default role or binding, created if absent and, as kube-apiserver's
+/// RBAC bootstrap does, brought up to date if an older server made it —
+/// unless an administrator set `rbac.authorization.kubernetes.io/autoupdate:
+/// "false"` on it.
+async fn reconcile_bootstrap_rbac(
+    objects: &Objects,
+    res: &'static resources::Resource,
+    obj: Value,
+) -> anyhow::Result<()> {
+    let err = |e: ApiError| anyhow::anyhow!(e.message);
+    let key = res.key(None, obj["metadata"]["name"].as_str().unwrap_or(""));
+    let Some(have) = objects.get(&key).await.map_err(err)? else {
+        return create_if_absent(objects, res, obj).await;
+    };
+    let pinned = have.object["metadata"]["annotations"]["rbac.authorization.kubernetes.io/autoupdate"]
+        == "false";
+    let fields = ["rules", "roleRef", "subjects"];
+    if pinned || fields.iter().all(|f| have.object[*f] == obj[*f]) {
+        return Ok(());
+    }
+    let mut updated = have.object.clone();
+    for f in fields {
+        if !obj[f].is_null() {
+            updated[f] = obj[f].clone();
+        }
+    }
+    tracing::info!(name = %key, "updating a default RBAC object to this version's");
+    objects
+        .put(&key, &updated, Precondition::ModRevision(have.rev))
+        .await
+        .map_err(err)?;
+    Ok(())
+}
+
 async fn create_if_absent(
     objects: &Objects,
     res: &'static resources::Resource,
@@ -1876,6 +2160,7 @@ pub async fn ensure_bootstrap_objects(objects: &Objects) -> anyhow::Result<()> {
             &read,
         ),
         rule(&[""], &["persistentvolumeclaims"], &read),
+        rule(&[""], &["serviceaccounts/token"], &["create"]),
         rule(
             &["", "events.k8s.io"],
             &["events"],
@@ -1891,6 +2176,7 @@ pub async fn ensure_bootstrap_objects(objects: &Objects) -> anyhow::Result<()> {
         rule(&["node.k8s.io"], &["runtimeclasses"], &read),
         rule(&["discovery.k8s.io"], &["endpointslices"], &read),
     ];
+    let (view, edit, admin) = user_facing_rules();
     let objects_to_make = [
         (
             "clusterroles",
@@ -1927,9 +2213,19 @@ pub async fn ensure_bootstrap_objects(objects: &Objects) -> anyhow::Result<()> {
             }),
         ),
     ];
-    for (plural, obj) in objects_to_make {
+    let user_facing = [("view", view), ("edit", edit), ("admin", admin)].map(|(name, rules)| {
+        (
+            "clusterroles",
+            json!({
+                "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+                "metadata": {"name": name, "labels": {"kubernetes.io/bootstrapping": "rbac-defaults"}},
+                "rules": rules,
+            }),
+        )
+    });
+    for (plural, obj) in objects_to_make.into_iter().chain(user_facing) {
         let res = resources::find("rbac.authorization.k8s.io", "v1", plural).expect("rbac served");
-        create_if_absent(objects, res, obj).await?;
+        reconcile_bootstrap_rbac(objects, res, obj).await?;
     }
     let runtime_classes =
         resources::find("node.k8s.io", "v1", "runtimeclasses").expect("runtimeclasses served");

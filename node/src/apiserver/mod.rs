@@ -25,6 +25,7 @@ mod rbac;
 pub mod resources;
 pub mod schemas;
 mod seal;
+pub mod serviceaccount;
 pub mod status;
 mod storage;
 pub mod table;
@@ -61,6 +62,9 @@ pub struct ApiServer {
     ca_pem: String,
     /// How this server reads container logs from the agents.
     kubelet: Option<logs::KubeletClient>,
+    /// The HTTPS identity: issued at each start for the names clients use,
+    /// in-cluster ones included.
+    serving: consensus::pki::NodeTls,
     /// The agents connected over QUIC, for the log streams to them.
     agents: quic::AgentLinks,
 }
@@ -116,6 +120,50 @@ impl ApiConfig {
     }
 }
 
+/// The API server's certificate, from the cluster CA: the store's and the
+/// API's advertised hosts, loopback, and what pods dial — the `kubernetes`
+/// Service's address and names (`kubernetes.default.svc`, ...), as
+/// kube-apiserver's certificate carries them. Without the CA key (a member
+/// holding only certificates) the store's certificate serves.
+fn serving_tls(store: &consensus::Store, pki: &Path, cfg: &ApiConfig) -> consensus::pki::NodeTls {
+    let base = store.tls().expect("a store with certificates").clone();
+    let host = |addr: &str| {
+        let h = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+        h.trim_matches(|c| c == '[' || c == ']').to_string()
+    };
+    let mut sans = vec![host(&store.config().advertise()), host(&cfg.advertised())];
+    if !cfg.listen.ip().is_unspecified() {
+        sans.push(cfg.listen.ip().to_string());
+    }
+    sans.extend(
+        [
+            "127.0.0.1",
+            "::1",
+            "localhost",
+            lifecycle::KUBERNETES_SERVICE_IP,
+            "kubernetes",
+            "kubernetes.default",
+            "kubernetes.default.svc",
+            "kubernetes.default.svc.cluster.local",
+        ]
+        .map(String::from),
+    );
+    sans.dedup();
+    let issued = consensus::pki::ClusterCa::load(pki).and_then(|ca| {
+        let cert = ca.issue(&store.config().name, &sans)?;
+        Ok(consensus::pki::NodeTls {
+            ca_pem: base.ca_pem.clone(),
+            cert_pem: cert.cert_pem,
+            key_pem: cert.key_pem,
+        })
+    });
+    issued
+        .inspect_err(|e| {
+            tracing::warn!("the API serves the store's certificate (no in-cluster names): {e}")
+        })
+        .unwrap_or(base)
+}
+
 impl ApiServer {
     /// Prepares the API server over a running store: certificates, the
     /// admin token, the kubeconfig, and the built-in namespaces.
@@ -147,7 +195,9 @@ impl ApiServer {
                 tracing::warn!("no client certificate for the nodes' log endpoints: {e:#}")
             })
             .ok();
+        let serving = serving_tls(&store, &pki, cfg);
         let server = Arc::new(ApiServer {
+            serving,
             objects: Objects::new(store, sealer),
             auth,
             join,
@@ -167,6 +217,11 @@ impl ApiServer {
             ),
         }
         Ok(server)
+    }
+
+    /// The cluster CA (PEM): what clients verify this server against.
+    pub fn ca_pem(&self) -> &str {
+        &self.ca_pem
     }
 
     fn write_kubeconfig(&self, cfg: &ApiConfig) -> anyhow::Result<()> {
@@ -194,12 +249,7 @@ impl ApiServer {
         shutdown: impl std::future::Future<Output = ()>,
     ) -> anyhow::Result<()> {
         let listen = listener.local_addr()?;
-        let tls = self
-            .objects
-            .store()
-            .tls()
-            .ok_or_else(|| anyhow::anyhow!("no certificates"))?;
-        let mut rustls_cfg = tls.rustls_server_config(false)?;
+        let mut rustls_cfg = self.serving.rustls_server_config(false)?;
         rustls_cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(rustls_cfg));
         tracing::info!(%listen, "kubernetes API listening (https)");

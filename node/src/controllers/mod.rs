@@ -6,6 +6,7 @@ pub mod endpoints;
 pub mod events;
 pub mod gc;
 pub mod nodelifecycle;
+pub mod serviceaccounts;
 pub mod workloads;
 
 use std::fmt::Display;
@@ -25,6 +26,9 @@ pub struct Settings {
     /// toleration of their own (Kubernetes: 300 s; the API server adds the
     /// toleration to every pod).
     pub default_toleration_seconds: i64,
+    /// The cluster CA (PEM) published in every namespace's
+    /// `kube-root-ca.crt`; empty publishes nothing.
+    pub root_ca_pem: String,
 }
 
 impl Default for Settings {
@@ -32,6 +36,7 @@ impl Default for Settings {
         Settings {
             node_monitor_grace: Duration::from_secs(10),
             default_toleration_seconds: 30,
+            root_ca_pem: String::new(),
         }
     }
 }
@@ -42,6 +47,11 @@ pub async fn run(client: Client, settings: Settings, stop: watch::Receiver<bool>
         tokio::spawn(workloads::run(client.clone(), stop.clone())),
         tokio::spawn(gc::run(client.clone(), stop.clone())),
         tokio::spawn(endpoints::run(client.clone(), stop.clone())),
+        tokio::spawn(serviceaccounts::run(
+            client.clone(),
+            settings.root_ca_pem.clone(),
+            stop.clone(),
+        )),
         tokio::spawn(nodelifecycle::run(client.clone(), settings, stop.clone())),
     ];
     for t in tasks {
