@@ -192,6 +192,15 @@ struct ServerArgs {
     /// --api-listen, any free port.
     #[arg(long)]
     kubelet_listen: Option<SocketAddr>,
+    /// Where the ingress gateway serves HTTP (Ingress rules).
+    #[arg(long, default_value = "0.0.0.0:80")]
+    ingress_http_listen: SocketAddr,
+    /// Where the ingress gateway serves HTTPS (the Ingresses' TLS Secrets).
+    #[arg(long, default_value = "0.0.0.0:443")]
+    ingress_https_listen: SocketAddr,
+    /// Run no ingress gateway on this host.
+    #[arg(long)]
+    disable_ingress: bool,
     /// Seconds without a lease renewal after which a node is NotReady.
     #[arg(long, default_value_t = 10)]
     node_monitor_grace_period: u64,
@@ -227,6 +236,15 @@ struct AgentArgs {
     /// to the control plane (needs --transport quic).
     #[arg(long)]
     disable_kubelet_port: bool,
+    /// Where the ingress gateway serves HTTP (Ingress rules).
+    #[arg(long, default_value = "0.0.0.0:80")]
+    ingress_http_listen: SocketAddr,
+    /// Where the ingress gateway serves HTTPS (the Ingresses' TLS Secrets).
+    #[arg(long, default_value = "0.0.0.0:443")]
+    ingress_https_listen: SocketAddr,
+    /// Run no ingress gateway on this host.
+    #[arg(long)]
+    disable_ingress: bool,
     /// How the agent talks to the control plane: `quic` (UDP, the API
     /// server's port number; every request on its own stream) or `https`
     /// (TCP, for networks that drop UDP).
@@ -238,6 +256,17 @@ struct AgentArgs {
 enum AgentTransport {
     Quic,
     Https,
+}
+
+fn ingress_listen(
+    disabled: bool,
+    http: SocketAddr,
+    https: SocketAddr,
+) -> agent::proxy::IngressListen {
+    agent::proxy::IngressListen {
+        http: (!disabled).then_some(http),
+        https: (!disabled).then_some(https),
+    }
 }
 
 fn parse_labels(labels: &[String]) -> Result<std::collections::BTreeMap<String, String>> {
@@ -278,6 +307,11 @@ async fn agent_main(args: AgentArgs) -> Result<()> {
         kubelet_listen: (!args.disable_kubelet_port).then_some(args.kubelet_listen),
         serving: Some(join::serving_tls(&args.data_dir)?),
         control_streams,
+        ingress: ingress_listen(
+            args.disable_ingress,
+            args.ingress_http_listen,
+            args.ingress_https_listen,
+        ),
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
@@ -451,6 +485,11 @@ async fn server(args: ServerArgs) -> Result<()> {
         node_labels: parse_labels(&args.node_labels)?,
         agent: !args.disable_agent,
         kubelet_listen: args.kubelet_listen,
+        ingress: ingress_listen(
+            args.disable_ingress,
+            args.ingress_http_listen,
+            args.ingress_https_listen,
+        ),
         controllers: controllers::Settings {
             node_monitor_grace: Duration::from_secs(args.node_monitor_grace_period.max(1)),
             default_toleration_seconds: args.default_toleration_seconds.max(0),

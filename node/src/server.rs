@@ -58,6 +58,9 @@ pub struct ServerConfig {
     pub agent: bool,
     /// The agent's log endpoint (default: the API's address, any port).
     pub kubelet_listen: Option<SocketAddr>,
+    /// The agent's ingress gateway (`skiff server`: ports 80 and 443;
+    /// none by default for an embedded node).
+    pub ingress: crate::agent::proxy::IngressListen,
     pub controllers: controllers::Settings,
     /// Join the control plane of an existing member (`skiff server --join
     /// URL --token T`) instead of starting a new cluster: only the first
@@ -97,6 +100,7 @@ impl ServerConfig {
             node_labels: BTreeMap::new(),
             agent: true,
             kubelet_listen: None,
+            ingress: Default::default(),
             controllers: controllers::Settings::default(),
             join: None,
         }
@@ -225,6 +229,7 @@ impl Server {
                 .unwrap_or_else(|| SocketAddr::new(api_addr.ip(), 0)),
             data_dir: data_dir.clone(),
             settings: cfg.controllers.clone(),
+            ingress: cfg.ingress,
         };
         let (api_tx, api_rx) = watch::channel(None);
         let api_store = store.clone();
@@ -428,6 +433,7 @@ struct Components {
     kubelet_listen: SocketAddr,
     data_dir: PathBuf,
     settings: controllers::Settings,
+    ingress: crate::agent::proxy::IngressListen,
 }
 
 impl Components {
@@ -500,6 +506,7 @@ impl Components {
                 kubelet_listen: Some(self.kubelet_listen),
                 serving: self.serving_tls(),
                 control_streams: None,
+                ingress: self.ingress,
             };
             return Some(tokio::spawn(async move {
                 if let Err(e) = agent::run(node, cfg, stop).await {

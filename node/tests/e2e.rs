@@ -31,7 +31,8 @@ impl Agent {
             .arg(format!("https://127.0.0.1:{}", server.api_port))
             .args(["--token", token.trim(), "--node-name", name])
             // Several agents on one machine: any free port each.
-            .args(["--kubelet-listen", "127.0.0.1:0", "--data-dir"])
+            .args(["--kubelet-listen", "127.0.0.1:0", "--disable-ingress"])
+            .arg("--data-dir")
             .arg(&dir)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())

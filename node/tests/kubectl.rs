@@ -1045,3 +1045,158 @@ async fn pods_get_a_bound_service_account_token() {
     let (ok, _, err) = in_pod(&token, &["get", "pods", "-n", "apps"]);
     assert!(!ok && err.contains("Unauthorized"), "{err}");
 }
+
+/// The ingress gateway in the agent, with the real kubectl and curl: the
+/// default class, host and path rules (exact, wildcard, element-wise
+/// prefixes), the forwarding headers, HTTPS from a `kubernetes.io/tls`
+/// Secret by SNI, 503 without endpoints, 404 without a rule.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingress_routes_by_host_and_path_over_http_and_https() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = start(tmp.path()).await;
+    let (http, https) = m.ingress_ports;
+    let app = |name: &str, wasm: &str| {
+        format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {name}}}\nspec:\n  selector: {{matchLabels: {{app: {name}}}}}\n  template:\n    metadata: {{labels: {{app: {name}}}}}\n    spec:\n      containers:\n      - name: app\n        image: {}\n---\napiVersion: v1\nkind: Service\nmetadata: {{name: {name}}}\nspec:\n  selector: {{app: {name}}}\n  ports: [{{name: web, port: 80, targetPort: 8080}}]\n---\n",
+            common::wasm(wasm)
+        )
+    };
+    let cert = rcgen::generate_simple_self_signed(vec!["echo.test".to_string()]).unwrap();
+    let ca = tmp.path().join("echo.crt");
+    std::fs::write(&ca, cert.cert.pem()).unwrap();
+    let key = tmp.path().join("echo.key");
+    std::fs::write(&key, cert.signing_key.serialize_pem()).unwrap();
+    kubectl_ok(
+        &m,
+        &[
+            "create",
+            "secret",
+            "tls",
+            "echo-tls",
+            "--cert",
+            ca.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+        ],
+        None,
+    );
+    let ingress = r#"apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: web}
+spec:
+  tls: [{hosts: [echo.test], secretName: echo-tls}]
+  rules:
+  - host: echo.test
+    http:
+      paths:
+      - {path: /api/, pathType: Prefix, backend: {service: {name: echo, port: {name: web}}}}
+      - {path: /, pathType: Prefix, backend: {service: {name: hello, port: {number: 80}}}}
+  - host: "*.wild.test"
+    http:
+      paths:
+      - {path: /only, pathType: Exact, backend: {service: {name: echo, port: {number: 80}}}}
+"#;
+    let manifests = format!(
+        "{}{}{ingress}",
+        app("echo", "echo-http.wasm"),
+        app("hello", "hello-http.wasm")
+    );
+    kubectl_ok(&m, &["apply", "-f", "-"], Some(&manifests));
+    // The DefaultIngressClass admission names the gateway's class.
+    assert_eq!(
+        kubectl_ok(
+            &m,
+            &[
+                "get",
+                "ingress",
+                "web",
+                "-o",
+                "jsonpath={.spec.ingressClassName}"
+            ],
+            None
+        ),
+        "skiff"
+    );
+    let curl = |host: &str, path: &str| {
+        let mut c = Command::new("curl");
+        c.args(["-sS", "-m", "5", "-o", "-", "-w", "\n%{http_code}", "-H"])
+            .arg(format!("Host: {host}"))
+            .arg(format!("http://127.0.0.1:{http}{path}"));
+        let (_, out, err) = common::run(c, None);
+        let (body, code) = out.rsplit_once('\n').unwrap_or(("", "000"));
+        (code.to_string(), format!("{body}{err}"))
+    };
+    let (_, body) = wait_for("the echo app behind the gateway", READY, || {
+        let (code, body) = curl("echo.test", "/api/x?q=1");
+        (code == "200").then_some((code, body.clone())).ok_or(body)
+    })
+    .await;
+    assert!(body.starts_with("GET /api/x?q=1\n"), "{body}");
+    for h in [
+        "authority echo.test\n",
+        "header x-forwarded-host: echo.test\n",
+        "header x-forwarded-proto: http\n",
+        "header x-forwarded-for: 127.0.0.1\n",
+        &format!("header x-forwarded-port: {http}\n"),
+    ] {
+        assert!(body.contains(h), "{h:?} in {body}");
+    }
+    wait_for("the hello app behind the gateway", READY, || {
+        let (code, body) = curl("echo.test", "/apix");
+        (code == "200" && body == "hello from skiff, you asked for /apix\n")
+            .then_some(())
+            .ok_or(format!("{code} {body}"))
+    })
+    .await;
+    // `/api/` is the element `api`: `/api` matches it too.
+    assert!(curl("echo.test", "/api").1.starts_with("GET /api\n"));
+    assert!(curl("a.wild.test", "/only").1.starts_with("GET /only\n"));
+    for (host, path) in [
+        ("a.wild.test", "/only/"),
+        ("a.b.wild.test", "/only"),
+        ("nobody.test", "/"),
+    ] {
+        assert_eq!(
+            curl(host, path),
+            ("404".into(), "404 page not found\n".into()),
+            "{host}{path}"
+        );
+    }
+
+    // HTTPS with the Secret's certificate for its host (curl checks it).
+    let mut c = Command::new("curl");
+    c.args([
+        "-sS",
+        "-m",
+        "5",
+        "--cacert",
+        ca.to_str().unwrap(),
+        "--resolve",
+    ])
+    .arg(format!("echo.test:{https}:127.0.0.1"))
+    .arg(format!("https://echo.test:{https}/api/tls"));
+    let (ok, out, err) = common::run(c, None);
+    assert!(
+        ok && out.starts_with("GET /api/tls\n")
+            && out.contains("header x-forwarded-proto: https\n"),
+        "{out}{err}"
+    );
+
+    // No ready endpoint: 503; no Ingress: 404.
+    kubectl_ok(&m, &["scale", "deploy/echo", "--replicas=0"], None);
+    wait_for("503 without endpoints", READY, || {
+        let (code, body) = curl("echo.test", "/api/x");
+        (code == "503")
+            .then_some(())
+            .ok_or(format!("{code} {body}"))
+    })
+    .await;
+    kubectl_ok(&m, &["delete", "ingress", "web"], None);
+    wait_for("404 once the Ingress is gone", READY, || {
+        let (code, body) = curl("echo.test", "/");
+        (code == "404")
+            .then_some(())
+            .ok_or(format!("{code} {body}"))
+    })
+    .await;
+}

@@ -41,7 +41,7 @@ impl Agent {
             .args(["agent", "--server"])
             .arg(format!("https://127.0.0.1:{}", server.api_port))
             .args(["--token", token.trim(), "--node-name", name])
-            .args(["--kubelet-listen", "127.0.0.1:0"])
+            .args(["--kubelet-listen", "127.0.0.1:0", "--disable-ingress"])
             .args(extra)
             .arg("--data-dir")
             .arg(&dir)

@@ -1,5 +1,6 @@
-//! Echoes the request line, the environment (sorted) and the config file at
-//! `$CONFIG_FILE` (default `/config/app.conf`), as a Pod would see them.
+//! Echoes the request line, the request headers, the environment (sorted)
+//! and the config file at `$CONFIG_FILE` (default `/config/app.conf`), as a
+//! Pod would see them.
 
 use wasi::http::types::{
     Fields, IncomingRequest, Method, OutgoingBody, OutgoingResponse, ResponseOutparam,
@@ -23,6 +24,15 @@ impl wasi::exports::http::incoming_handler::Guest for Echo {
         };
         let path = request.path_with_query().unwrap_or_default();
         let mut text = format!("{method} {path}\n");
+        // (wasi:http gives the `Host` header as the authority)
+        if let Some(a) = request.authority() {
+            text.push_str(&format!("authority {a}\n"));
+        }
+        let mut headers: Vec<(String, Vec<u8>)> = request.headers().entries();
+        headers.sort();
+        for (k, v) in headers {
+            text.push_str(&format!("header {k}: {}\n", String::from_utf8_lossy(&v)));
+        }
         let mut env: Vec<(String, String)> = std::env::vars().collect();
         env.sort();
         for (k, v) in env {

@@ -81,6 +81,8 @@ pub struct AgentConfig {
     /// The streams the control plane opens on the agent's QUIC connection,
     /// served as the log endpoint is.
     pub control_streams: Option<logs::ControlStreams>,
+    /// Where the ingress gateway listens (`None`: no gateway on that port).
+    pub ingress: proxy::IngressListen,
 }
 
 /// Settings with Kubernetes' values by default, which tests shorten.
@@ -360,6 +362,7 @@ pub async fn run_with(
             proxy::ProxyConfig {
                 node: cfg.node_name.clone(),
                 block,
+                ingress: cfg.ingress,
             },
             services.clone(),
             stop.clone(),

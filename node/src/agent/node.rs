@@ -497,6 +497,7 @@ mod tests {
             kubelet_listen: None,
             serving: None,
             control_streams: None,
+            ingress: Default::default(),
         };
         let l = labels(&cfg, false);
         assert_eq!(l[LABEL_RUNTIME_WASM], "true");

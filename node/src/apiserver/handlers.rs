@@ -643,6 +643,40 @@ async fn admit_runtime_class(
     Ok(())
 }
 
+/// Kubernetes' DefaultIngressClass admission: a new Ingress that names no
+/// class (nor the legacy annotation) gets the default IngressClass, the
+/// newest if several are marked default.
+async fn admit_default_ingress_class(objects: &Objects, ing: &mut Value) -> Result<(), ApiError> {
+    let named = ing["spec"]["ingressClassName"]
+        .as_str()
+        .is_some_and(|c| !c.is_empty())
+        || ing["metadata"]["annotations"]["kubernetes.io/ingress.class"].is_string();
+    if named {
+        return Ok(());
+    }
+    let res = resources::find("networking.k8s.io", "v1", "ingressclasses")
+        .expect("ingressclasses served");
+    let (classes, _, _) = objects.list(&res.prefix(None), None, 0, 0).await?;
+    let default = classes
+        .iter()
+        .filter(|c| {
+            c.object["metadata"]["annotations"]["ingressclass.kubernetes.io/is-default-class"]
+                == "true"
+        })
+        .max_by_key(|c| {
+            c.object["metadata"]["creationTimestamp"]
+                .as_str()
+                .unwrap_or("")
+        });
+    if let Some(c) = default {
+        if !ing["spec"].is_object() {
+            ing["spec"] = json!({});
+        }
+        ing["spec"]["ingressClassName"] = c.object["metadata"]["name"].clone();
+    }
+    Ok(())
+}
+
 fn warnings_header(resp: &mut Response<Body>, warnings: &[String]) {
     for w in warnings {
         if let Ok(v) = http::HeaderValue::from_str(&format!("299 - \"{}\"", w.replace('"', "'"))) {
@@ -707,6 +741,9 @@ async fn create(
         admit_runtime_class(objects, &name, &mut obj).await?;
         let ns = t.namespace.clone().unwrap_or_default();
         super::serviceaccount::admit(objects, &ns, &name, &mut obj).await?;
+    }
+    if t.res.kind == "Ingress" {
+        admit_default_ingress_class(objects, &mut obj).await?;
     }
     {
         let m = obj["metadata"]
@@ -2175,6 +2212,12 @@ pub async fn ensure_bootstrap_objects(objects: &Objects) -> anyhow::Result<()> {
         ),
         rule(&["node.k8s.io"], &["runtimeclasses"], &read),
         rule(&["discovery.k8s.io"], &["endpointslices"], &read),
+        // The ingress gateway in every agent.
+        rule(
+            &["networking.k8s.io"],
+            &["ingresses", "ingressclasses"],
+            &read,
+        ),
     ];
     let (view, edit, admin) = user_facing_rules();
     let objects_to_make = [
@@ -2231,6 +2274,21 @@ pub async fn ensure_bootstrap_objects(objects: &Objects) -> anyhow::Result<()> {
         resources::find("node.k8s.io", "v1", "runtimeclasses").expect("runtimeclasses served");
     let mut wasm_nodes = serde_json::Map::new();
     wasm_nodes.insert(skiff_sched::model::LABEL_RUNTIME_WASM.into(), json!("true"));
+    // The agents' ingress gateway, the default class as k3s makes Traefik's.
+    let ingress_classes = resources::find("networking.k8s.io", "v1", "ingressclasses")
+        .expect("ingressclasses served");
+    create_if_absent(
+        objects,
+        ingress_classes,
+        json!({
+            "apiVersion": "networking.k8s.io/v1", "kind": "IngressClass",
+            "metadata": {"name": "skiff", "annotations": {
+                "ingressclass.kubernetes.io/is-default-class": "true",
+            }},
+            "spec": {"controller": "skiff.dev/ingress-gateway"},
+        }),
+    )
+    .await?;
     create_if_absent(
         objects,
         runtime_classes,

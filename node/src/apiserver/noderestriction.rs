@@ -8,7 +8,8 @@
 //! - Pods: it writes the status of, and deletes, only pods bound to it.
 //! - Secrets and ConfigMaps: it may only `get` one that a pod bound to it
 //!   uses (volumes, projected sources, env and envFrom, image pull
-//!   secrets); no list or watch.
+//!   secrets), or a Secret an Ingress serves TLS with (its ingress
+//!   gateway); no list or watch.
 //!
 //! A refusal is 403 with Kubernetes' wording and the reason
 //! ("no relationship found between node 'n1' and this object").
@@ -73,7 +74,9 @@ pub async fn check(objects: &Objects, user: &User, a: &Attributes<'_>) -> Result
                     "node '{node}' can only get the {kind} that its pods use, one by one"
                 ));
             };
-            if used_by_node(objects, node, ns, kind, name).await? {
+            if used_by_node(objects, node, ns, kind, name).await?
+                || (kind == "secrets" && ingress_tls(objects, ns, name).await?)
+            {
                 Ok(())
             } else {
                 refuse(format!(
@@ -83,6 +86,18 @@ pub async fn check(objects: &Objects, user: &User, a: &Attributes<'_>) -> Result
         }
         _ => Ok(()),
     }
+}
+
+/// Whether an Ingress in `ns` serves TLS with the Secret `name`: every
+/// node's ingress gateway may read it (as Traefik's account reads them).
+async fn ingress_tls(objects: &Objects, ns: &str, name: &str) -> Result<bool, ApiError> {
+    let res = resources::find("networking.k8s.io", "v1", "ingresses").expect("ingresses served");
+    let (items, _, _) = objects.list(&res.prefix(Some(ns)), None, 0, 0).await?;
+    Ok(items.iter().any(|i| {
+        i.object["spec"]["tls"]
+            .as_array()
+            .is_some_and(|t| t.iter().any(|t| t["secretName"] == name))
+    }))
 }
 
 /// Whether a pod bound to `node` in `ns` uses the Secret or ConfigMap

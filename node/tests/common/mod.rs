@@ -45,6 +45,8 @@ pub struct Member {
     pub etcd_port: u16,
     pub peer_port: u16,
     pub api_port: u16,
+    /// The ingress gateway's HTTP and HTTPS ports (on 127.0.0.1).
+    pub ingress_ports: (u16, u16),
     pub extra: Vec<String>,
     pub child: Option<Child>,
 }
@@ -57,6 +59,7 @@ impl Member {
             etcd_port: free_tcp(),
             peer_port: free_udp(),
             api_port: free_tcp(),
+            ingress_ports: (free_tcp(), free_tcp()),
             extra: Vec::new(),
             child: None,
         }
@@ -311,6 +314,12 @@ impl Member {
             .args(["--etcd-listen", &self.endpoint()])
             .args(["--peer-listen", &self.peer()])
             .args(["--api-listen", &format!("127.0.0.1:{}", self.api_port)])
+            .args([
+                "--ingress-http-listen",
+                &format!("127.0.0.1:{}", self.ingress_ports.0),
+                "--ingress-https-listen",
+                &format!("127.0.0.1:{}", self.ingress_ports.1),
+            ])
             .args(&self.extra)
             .envs(env.iter().copied())
             .stdout(Stdio::null())

@@ -31,6 +31,8 @@
 
 mod addrs;
 pub mod dns;
+mod gateway;
+pub mod ingress;
 pub mod table;
 
 use std::collections::HashMap;
@@ -38,8 +40,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::core::v1::{Node, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use parking_lot::{Mutex, RwLock};
 use skiff_sdk::client::informer::Informer;
 use skiff_sdk::client::{Api, Client, ListParams};
@@ -62,6 +65,14 @@ pub struct ProxyConfig {
     pub node: String,
     /// The agent's pod address block, naming its addresses' label.
     pub block: u8,
+    pub ingress: IngressListen,
+}
+
+/// Where the ingress gateway listens.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct IngressListen {
+    pub http: Option<SocketAddr>,
+    pub https: Option<SocketAddr>,
 }
 
 /// What the listeners consult for each connection.
@@ -86,13 +97,24 @@ pub async fn run(
     let slices: Arc<Informer<EndpointSlice>> =
         Informer::new(Api::all(&client), ListParams::default());
     let nodes: Arc<Informer<Node>> = Informer::new(Api::all(&client), ListParams::default());
+    let ingresses: Arc<Informer<Ingress>> = Informer::new(Api::all(&client), ListParams::default());
+    let classes: Arc<Informer<IngressClass>> =
+        Informer::new(Api::all(&client), ListParams::default());
     let (mut svc_rx, mut slice_rx, mut node_rx) =
         (services.subscribe(), slices.subscribe(), nodes.subscribe());
-    let tasks = [slices.start(), nodes.start()];
+    let (mut ing_rx, mut class_rx) = (ingresses.subscribe(), classes.subscribe());
+    let tasks = [
+        slices.start(),
+        nodes.start(),
+        ingresses.start(),
+        classes.start(),
+    ];
     let synced = async {
         services.synced().await;
         slices.synced().await;
         nodes.synced().await;
+        ingresses.synced().await;
+        classes.synced().await;
     };
     tokio::select! {
         () = synced => {}
@@ -126,6 +148,23 @@ pub async fn run(
         &std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
         dns::CLUSTER_DNS_IP,
     ));
+    let gateway = match gateway::Gateway::new() {
+        Ok(g) => Some(g),
+        Err(e) => {
+            tracing::warn!("ingress gateway: not started: {e:#}");
+            None
+        }
+    };
+    let mut gateway_listeners: Vec<(SocketAddr, bool, Option<JoinHandle<()>>)> = [
+        cfg.ingress.http.map(|a| (a, false, None)),
+        cfg.ingress.https.map(|a| (a, true, None)),
+    ]
+    .into_iter()
+    .flatten()
+    .filter(|_| gateway.is_some())
+    .collect();
+    let mut tls_cache = TlsCache::default();
+    let mut failed_gateway: Vec<SocketAddr> = Vec::new();
     tracing::info!(node = %cfg.node, "service proxy started");
     let mut reach = Reachability::default();
     loop {
@@ -174,12 +213,56 @@ pub async fn run(
                 }
             }
         }
+        if let Some(gw) = &gateway {
+            let routes = ingress::Routes::build(
+                &ingresses.store().list(),
+                &classes.store().list(),
+                &services.store().list(),
+                &table,
+            );
+            gw.certs.set(tls_cache.keys(&client, &routes.tls).await);
+            *gw.routes.write() = Arc::new(routes);
+            for (addr, tls, task) in &mut gateway_listeners {
+                if task.as_ref().is_some_and(|t| !t.is_finished()) {
+                    continue;
+                }
+                match bind(*addr) {
+                    Ok(l) => {
+                        let scheme = if *tls { "https" } else { "http" };
+                        tracing::info!(node = %cfg.node, %addr, scheme, "ingress gateway listening");
+                        *task = Some(if *tls {
+                            tokio::spawn(gateway::serve_https(l, gw.clone(), shared.clone()))
+                        } else {
+                            tokio::spawn(gateway::serve_http(l, gw.clone(), shared.clone()))
+                        });
+                    }
+                    Err(e) => {
+                        if !failed_gateway.contains(addr) {
+                            tracing::warn!(%addr, "ingress gateway: cannot listen: {e}; retrying every {RESYNC:?}");
+                            failed_gateway.push(*addr);
+                        }
+                    }
+                }
+            }
+        }
+        // A gateway listening on every address of a port (0.0.0.0:80) also
+        // takes the connections to cluster IPs on that port (the kernel
+        // allows no narrower listener beside it) and hands them to the
+        // proxy: those frontends need no listener of their own.
+        let diverted: Vec<u16> = gateway_listeners
+            .iter()
+            .filter(|(a, _, t)| {
+                a.ip().is_unspecified() && t.as_ref().is_some_and(|t| !t.is_finished())
+            })
+            .map(|(a, _, _)| a.port())
+            .collect();
         let wanted: Vec<Frontend> = table
             .routes
             .iter()
             .filter(|(f, r)| {
                 !r.backends.is_empty()
                     && (service_addrs.is_some() || matches!(f, Frontend::NodePort(_)))
+                    && !matches!(f, Frontend::Cluster(a) if diverted.contains(&a.port()))
             })
             .map(|(f, _)| *f)
             .collect();
@@ -216,6 +299,8 @@ pub async fn run(
             r = svc_rx.recv() => r.is_some(),
             r = slice_rx.recv() => r.is_some(),
             r = node_rx.recv() => r.is_some(),
+            r = ing_rx.recv() => r.is_some(),
+            r = class_rx.recv() => r.is_some(),
             () = tokio::time::sleep(RESYNC) => true,
             _ = stop.wait_for(|s| *s) => false,
         };
@@ -226,8 +311,13 @@ pub async fn run(
         while svc_rx.try_recv().is_ok() {}
         while slice_rx.try_recv().is_ok() {}
         while node_rx.try_recv().is_ok() {}
+        while ing_rx.try_recv().is_ok() {}
+        while class_rx.try_recv().is_ok() {}
     }
     for (_, t) in listeners {
+        t.abort();
+    }
+    for t in gateway_listeners.into_iter().filter_map(|(_, _, t)| t) {
         t.abort();
     }
     if let Some(t) = dns_server {
@@ -236,6 +326,64 @@ pub async fn run(
     tasks.iter().for_each(JoinHandle::abort);
     if let Some(i) = service_addrs {
         i.remove().await;
+    }
+}
+
+/// The Ingresses' TLS Secrets as keys, each read again after
+/// [`TLS_REFRESH`] (a renewed certificate is served within it).
+#[derive(Default)]
+struct TlsCache {
+    /// (namespace, secret) → when read, and its key (`None`: unusable).
+    read: HashMap<(String, String), (Instant, Option<Arc<rustls::sign::CertifiedKey>>)>,
+}
+
+const TLS_REFRESH: Duration = Duration::from_secs(30);
+
+impl TlsCache {
+    async fn keys(
+        &mut self,
+        client: &Client,
+        tls: &[(String, String, Vec<String>)],
+    ) -> Vec<(Vec<String>, Arc<rustls::sign::CertifiedKey>)> {
+        self.read
+            .retain(|k, _| tls.iter().any(|(ns, name, _)| (ns, name) == (&k.0, &k.1)));
+        let mut out = Vec::new();
+        for (ns, name, hosts) in tls {
+            let key = (ns.clone(), name.clone());
+            let fresh = self
+                .read
+                .get(&key)
+                .is_some_and(|(at, _)| at.elapsed() < TLS_REFRESH);
+            if !fresh {
+                let api: Api<Secret> = Api::namespaced(client, ns);
+                let got = match api.get_opt(name).await {
+                    Ok(Some(s)) => {
+                        let field = |k: &str| {
+                            s.data
+                                .as_ref()
+                                .and_then(|d| d.get(k))
+                                .map(|b| b.0.clone())
+                                .unwrap_or_default()
+                        };
+                        gateway::certified_key(&field("tls.crt"), &field("tls.key"))
+                            .map(Arc::new)
+                            .map_err(|e| e.to_string())
+                    }
+                    Ok(None) => Err("not found".into()),
+                    Err(e) => Err(e.to_string()),
+                };
+                let got = got
+                    .inspect_err(|e| {
+                        tracing::warn!(secret = %format!("{ns}/{name}"), "ingress gateway: TLS secret not used: {e}")
+                    })
+                    .ok();
+                self.read.insert(key.clone(), (Instant::now(), got));
+            }
+            if let Some((_, Some(k))) = self.read.get(&key) {
+                out.push((hosts.clone(), k.clone()));
+            }
+        }
+        out
     }
 }
 
