@@ -1148,6 +1148,34 @@ spec:
             .ok_or(format!("{code} {body}"))
     })
     .await;
+    // ADDRESS: the gateway node's InternalIP, as k3s shows Traefik's.
+    let node_ip = kubectl_ok(
+        &m,
+        &[
+            "get",
+            "nodes",
+            "-o",
+            r#"jsonpath={.items[0].status.addresses[?(@.type=="InternalIP")].address}"#,
+        ],
+        None,
+    );
+    wait_for("the Ingress's address", READY, || {
+        let ip = kubectl_ok(
+            &m,
+            &[
+                "get",
+                "ingress",
+                "web",
+                "-o",
+                "jsonpath={.status.loadBalancer.ingress[*].ip}",
+            ],
+            None,
+        );
+        (!node_ip.is_empty() && ip == node_ip)
+            .then_some(())
+            .ok_or(format!("{ip:?} vs {node_ip:?}"))
+    })
+    .await;
     // `/api/` is the element `api`: `/api` matches it too.
     assert!(curl("echo.test", "/api").1.starts_with("GET /api\n"));
     assert!(curl("a.wild.test", "/only").1.starts_with("GET /only\n"));

@@ -137,6 +137,12 @@ pub fn labels(cfg: &AgentConfig, containers: bool) -> BTreeMap<String, String> {
     if containers {
         l.insert(LABEL_RUNTIME_OCI.to_string(), "true".to_string());
     }
+    if cfg.ingress.http.is_some() || cfg.ingress.https.is_some() {
+        l.insert(
+            crate::controllers::ingressstatus::LABEL_INGRESS_GATEWAY.to_string(),
+            "true".to_string(),
+        );
+    }
     l.extend(cfg.labels.clone());
     l
 }

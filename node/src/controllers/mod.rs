@@ -5,6 +5,7 @@
 pub mod endpoints;
 pub mod events;
 pub mod gc;
+pub mod ingressstatus;
 pub mod nodelifecycle;
 pub mod serviceaccounts;
 pub mod workloads;
@@ -47,6 +48,7 @@ pub async fn run(client: Client, settings: Settings, stop: watch::Receiver<bool>
         tokio::spawn(workloads::run(client.clone(), stop.clone())),
         tokio::spawn(gc::run(client.clone(), stop.clone())),
         tokio::spawn(endpoints::run(client.clone(), stop.clone())),
+        tokio::spawn(ingressstatus::run(client.clone(), stop.clone())),
         tokio::spawn(serviceaccounts::run(
             client.clone(),
             settings.root_ca_pem.clone(),
