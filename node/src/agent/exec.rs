@@ -83,6 +83,8 @@ impl Query {
 }
 
 /// The runtime's id of `container` in `pod`, if it is running.
+// The error is the response to send, built once on a cold path.
+#[allow(clippy::result_large_err)]
 pub(super) fn running_container(pod: &Pod, container: &str) -> Result<String, Response<Body>> {
     let name = pod.metadata.name.as_deref().unwrap_or("");
     let status = pod.status.as_ref().and_then(|s| {
@@ -142,6 +144,7 @@ struct Prepared {
 impl LogServer {
     /// What exec and attach both check first: the pod, the handshake,
     /// the container running.
+    #[allow(clippy::result_large_err)]
     fn prepare(
         &self,
         req: &Request<Incoming>,

@@ -334,8 +334,10 @@ pub async fn run(
 #[derive(Default)]
 struct TlsCache {
     /// (namespace, secret) → when read, and its key (`None`: unusable).
-    read: HashMap<(String, String), (Instant, Option<Arc<rustls::sign::CertifiedKey>>)>,
+    read: HashMap<(String, String), (Instant, Option<Key>)>,
 }
+
+type Key = Arc<rustls::sign::CertifiedKey>;
 
 const TLS_REFRESH: Duration = Duration::from_secs(30);
 
@@ -344,7 +346,7 @@ impl TlsCache {
         &mut self,
         client: &Client,
         tls: &[(String, String, Vec<String>)],
-    ) -> Vec<(Vec<String>, Arc<rustls::sign::CertifiedKey>)> {
+    ) -> Vec<(Vec<String>, Key)> {
         self.read
             .retain(|k, _| tls.iter().any(|(ns, name, _)| (ns, name) == (&k.0, &k.1)));
         let mut out = Vec::new();
