@@ -192,6 +192,20 @@ struct ServerArgs {
     /// --api-listen, any free port.
     #[arg(long)]
     kubelet_listen: Option<SocketAddr>,
+    #[command(flatten)]
+    ingress: IngressArgs,
+    /// Seconds without a lease renewal after which a node is NotReady.
+    #[arg(long, default_value_t = 10)]
+    node_monitor_grace_period: u64,
+    /// How long pods without their own toleration stay on a NotReady or
+    /// unreachable node before they are evicted (Kubernetes: 300).
+    #[arg(long, default_value_t = 30)]
+    default_toleration_seconds: i64,
+}
+
+/// The ingress gateway's flags, for `server` and `agent` alike.
+#[derive(clap::Args)]
+struct IngressArgs {
     /// Where the ingress gateway serves HTTP (Ingress rules).
     #[arg(long, default_value = "0.0.0.0:80")]
     ingress_http_listen: SocketAddr,
@@ -201,13 +215,16 @@ struct ServerArgs {
     /// Run no ingress gateway on this host.
     #[arg(long)]
     disable_ingress: bool,
-    /// Seconds without a lease renewal after which a node is NotReady.
-    #[arg(long, default_value_t = 10)]
-    node_monitor_grace_period: u64,
-    /// How long pods without their own toleration stay on a NotReady or
-    /// unreachable node before they are evicted (Kubernetes: 300).
-    #[arg(long, default_value_t = 30)]
-    default_toleration_seconds: i64,
+}
+
+impl IngressArgs {
+    fn listen(&self) -> agent::proxy::IngressListen {
+        let on = !self.disable_ingress;
+        agent::proxy::IngressListen {
+            http: on.then_some(self.ingress_http_listen),
+            https: on.then_some(self.ingress_https_listen),
+        }
+    }
 }
 
 #[derive(clap::Args)]
@@ -236,15 +253,8 @@ struct AgentArgs {
     /// to the control plane (needs --transport quic).
     #[arg(long)]
     disable_kubelet_port: bool,
-    /// Where the ingress gateway serves HTTP (Ingress rules).
-    #[arg(long, default_value = "0.0.0.0:80")]
-    ingress_http_listen: SocketAddr,
-    /// Where the ingress gateway serves HTTPS (the Ingresses' TLS Secrets).
-    #[arg(long, default_value = "0.0.0.0:443")]
-    ingress_https_listen: SocketAddr,
-    /// Run no ingress gateway on this host.
-    #[arg(long)]
-    disable_ingress: bool,
+    #[command(flatten)]
+    ingress: IngressArgs,
     /// How the agent talks to the control plane: `quic` (UDP, the API
     /// server's port number; every request on its own stream) or `https`
     /// (TCP, for networks that drop UDP).
@@ -256,17 +266,6 @@ struct AgentArgs {
 enum AgentTransport {
     Quic,
     Https,
-}
-
-fn ingress_listen(
-    disabled: bool,
-    http: SocketAddr,
-    https: SocketAddr,
-) -> agent::proxy::IngressListen {
-    agent::proxy::IngressListen {
-        http: (!disabled).then_some(http),
-        https: (!disabled).then_some(https),
-    }
 }
 
 fn parse_labels(labels: &[String]) -> Result<std::collections::BTreeMap<String, String>> {
@@ -307,11 +306,7 @@ async fn agent_main(args: AgentArgs) -> Result<()> {
         kubelet_listen: (!args.disable_kubelet_port).then_some(args.kubelet_listen),
         serving: Some(join::serving_tls(&args.data_dir)?),
         control_streams,
-        ingress: ingress_listen(
-            args.disable_ingress,
-            args.ingress_http_listen,
-            args.ingress_https_listen,
-        ),
+        ingress: args.ingress.listen(),
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
@@ -485,11 +480,7 @@ async fn server(args: ServerArgs) -> Result<()> {
         node_labels: parse_labels(&args.node_labels)?,
         agent: !args.disable_agent,
         kubelet_listen: args.kubelet_listen,
-        ingress: ingress_listen(
-            args.disable_ingress,
-            args.ingress_http_listen,
-            args.ingress_https_listen,
-        ),
+        ingress: args.ingress.listen(),
         controllers: controllers::Settings {
             node_monitor_grace: Duration::from_secs(args.node_monitor_grace_period.max(1)),
             default_toleration_seconds: args.default_toleration_seconds.max(0),

@@ -2009,35 +2009,52 @@ fn user_facing_rules() -> (Vec<Value>, Vec<Value>, Vec<Value>) {
     let rule = |groups: &[&str], resources: &[&str], verbs: &[&str]| json!({"apiGroups": groups, "resources": resources, "verbs": verbs});
     let read = ["get", "list", "watch"];
     let write = ["create", "delete", "deletecollection", "patch", "update"];
-    let core = [
-        "configmaps",
-        "endpoints",
-        "persistentvolumeclaims",
-        "pods",
-        "replicationcontrollers",
-        "replicationcontrollers/scale",
-        "serviceaccounts",
-        "services",
+    // What `view` reads and `edit` also writes, by group.
+    let workloads: [(&str, &[&str]); 8] = [
+        (
+            "",
+            &[
+                "configmaps",
+                "endpoints",
+                "persistentvolumeclaims",
+                "pods",
+                "replicationcontrollers",
+                "replicationcontrollers/scale",
+                "serviceaccounts",
+                "services",
+            ],
+        ),
+        (
+            "apps",
+            &[
+                "daemonsets",
+                "deployments",
+                "deployments/scale",
+                "replicasets",
+                "replicasets/scale",
+                "statefulsets",
+                "statefulsets/scale",
+            ],
+        ),
+        ("batch", &["cronjobs", "jobs"]),
+        ("networking.k8s.io", &["ingresses", "networkpolicies"]),
+        ("discovery.k8s.io", &["endpointslices"]),
+        ("coordination.k8s.io", &["leases"]),
+        ("autoscaling", &["horizontalpodautoscalers"]),
+        ("policy", &["poddisruptionbudgets"]),
     ];
-    let apps = [
-        "daemonsets",
-        "deployments",
-        "deployments/scale",
-        "replicasets",
-        "replicasets/scale",
-        "statefulsets",
-        "statefulsets/scale",
-    ];
-    let batch = ["cronjobs", "jobs"];
-    let networking = ["ingresses", "networkpolicies"];
-    let view = vec![
-        rule(&[""], &core, &read),
+    let mut view: Vec<Value> = workloads
+        .iter()
+        .map(|(g, r)| rule(&[g], r, &read))
+        .collect();
+    view.extend([
         rule(
             &[""],
             &[
                 "bindings",
                 "events",
                 "limitranges",
+                "namespaces",
                 "namespaces/status",
                 "pods/log",
                 "pods/status",
@@ -2047,19 +2064,11 @@ fn user_facing_rules() -> (Vec<Value>, Vec<Value>, Vec<Value>) {
             ],
             &read,
         ),
-        rule(&[""], &["namespaces"], &read),
-        rule(&["apps"], &apps, &read),
-        rule(&["batch"], &batch, &read),
-        rule(&["networking.k8s.io"], &networking, &read),
-        rule(&["discovery.k8s.io"], &["endpointslices"], &read),
-        rule(&["coordination.k8s.io"], &["leases"], &read),
         rule(&["events.k8s.io"], &["events"], &read),
-        rule(&["autoscaling"], &["horizontalpodautoscalers"], &read),
-        rule(&["policy"], &["poddisruptionbudgets"], &read),
-    ];
+    ]);
     let mut edit = view.clone();
+    edit.extend(workloads.iter().map(|(g, r)| rule(&[g], r, &write)));
     edit.extend([
-        rule(&[""], &core, &write),
         rule(&[""], &["secrets"], &[&read[..], &write[..]].concat()),
         rule(
             &[""],
@@ -2070,14 +2079,7 @@ fn user_facing_rules() -> (Vec<Value>, Vec<Value>, Vec<Value>) {
                 "pods/proxy",
                 "services/proxy",
             ],
-            &[
-                "create",
-                "delete",
-                "deletecollection",
-                "patch",
-                "update",
-                "get",
-            ],
+            &[&write[..], &["get"][..]].concat(),
         ),
         rule(
             &[""],
@@ -2085,13 +2087,6 @@ fn user_facing_rules() -> (Vec<Value>, Vec<Value>, Vec<Value>) {
             &["create"],
         ),
         rule(&[""], &["serviceaccounts"], &["impersonate"]),
-        rule(&["apps"], &apps, &write),
-        rule(&["batch"], &batch, &write),
-        rule(&["networking.k8s.io"], &networking, &write),
-        rule(&["discovery.k8s.io"], &["endpointslices"], &write),
-        rule(&["coordination.k8s.io"], &["leases"], &write),
-        rule(&["autoscaling"], &["horizontalpodautoscalers"], &write),
-        rule(&["policy"], &["poddisruptionbudgets"], &write),
     ]);
     let mut admin = edit.clone();
     admin.extend([

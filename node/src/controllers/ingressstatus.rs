@@ -29,7 +29,7 @@ struct Ctx {
     queue: WorkQueue,
 }
 
-pub async fn run(client: Client, mut stop: watch::Receiver<bool>) {
+pub async fn run(client: Client, stop: watch::Receiver<bool>) {
     let ingresses: Arc<Informer<Ingress>> = Informer::new(Api::all(&client), ListParams::default());
     let classes: Arc<Informer<IngressClass>> =
         Informer::new(Api::all(&client), ListParams::default());
@@ -44,7 +44,7 @@ pub async fn run(client: Client, mut stop: watch::Receiver<bool>) {
         nodes: nodes.store(),
         queue: WorkQueue::new(),
     });
-    let mut tasks = vec![
+    let tasks = vec![
         {
             let ctx = ctx.clone();
             let mut rx = ingresses.subscribe();
@@ -67,14 +67,7 @@ pub async fn run(client: Client, mut stop: watch::Receiver<bool>) {
         classes.synced().await;
         nodes.synced().await;
     };
-    tokio::select! {
-        _ = synced => {}
-        _ = stop.wait_for(|s| *s) => {
-            tasks.iter().for_each(|t| t.abort());
-            return;
-        }
-    }
-    let worker = {
+    let worker = || {
         let ctx = ctx.clone();
         tokio::spawn(async move {
             super::work(
@@ -86,12 +79,7 @@ pub async fn run(client: Client, mut stop: watch::Receiver<bool>) {
             .await;
         })
     };
-    tasks.push(worker);
-    let _ = stop.wait_for(|s| *s).await;
-    ctx.queue.shut_down();
-    for t in tasks {
-        t.abort();
-    }
+    super::run_until_stopped(tasks, synced, &ctx.queue, worker, stop).await;
     drop((ingresses, classes, nodes));
 }
 

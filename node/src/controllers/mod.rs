@@ -69,6 +69,31 @@ pub async fn run(client: Client, settings: Settings, stop: watch::Receiver<bool>
 /// forgets the key's back-off (`Ok(Some(d))` looks again after `d`); failure
 /// requeues it with back-off, logged at debug level when `expected` says the
 /// error is routine (a conflict with a concurrent write).
+/// The common shape of a controller's run: once `synced` (its informers'
+/// first lists) is done, starts `worker`, then waits for `stop` and shuts
+/// the queue and every task down. A stop before the sync ends it at once.
+pub(crate) async fn run_until_stopped(
+    mut tasks: Vec<tokio::task::JoinHandle<()>>,
+    synced: impl Future<Output = ()>,
+    queue: &WorkQueue,
+    worker: impl FnOnce() -> tokio::task::JoinHandle<()>,
+    mut stop: watch::Receiver<bool>,
+) {
+    tokio::select! {
+        _ = synced => {}
+        _ = stop.wait_for(|s| *s) => {
+            tasks.iter().for_each(|t| t.abort());
+            return;
+        }
+    }
+    tasks.push(worker());
+    let _ = stop.wait_for(|s| *s).await;
+    queue.shut_down();
+    for t in tasks {
+        t.abort();
+    }
+}
+
 pub(crate) async fn work<E, Fut>(
     controller: &'static str,
     queue: &WorkQueue,

@@ -32,7 +32,7 @@ struct Ctx {
 
 /// Runs until `stop` turns true. Without a CA (`ca_pem` empty) only the
 /// accounts are kept.
-pub async fn run(client: Client, ca_pem: String, mut stop: watch::Receiver<bool>) {
+pub async fn run(client: Client, ca_pem: String, stop: watch::Receiver<bool>) {
     let namespaces: Arc<Informer<Namespace>> =
         Informer::new(Api::all(&client), ListParams::default());
     let accounts: Arc<Informer<ServiceAccount>> = Informer::new(
@@ -51,7 +51,7 @@ pub async fn run(client: Client, ca_pem: String, mut stop: watch::Receiver<bool>
         configmaps: configmaps.store(),
         queue: WorkQueue::new(),
     });
-    let mut tasks = vec![
+    let tasks = vec![
         route(&ctx, namespaces.subscribe(), |m| m.name.clone()),
         route(&ctx, accounts.subscribe(), |m| m.namespace.clone()),
         route(&ctx, configmaps.subscribe(), |m| m.namespace.clone()),
@@ -64,14 +64,7 @@ pub async fn run(client: Client, ca_pem: String, mut stop: watch::Receiver<bool>
         accounts.synced().await;
         configmaps.synced().await;
     };
-    tokio::select! {
-        _ = synced => {}
-        _ = stop.wait_for(|s| *s) => {
-            tasks.iter().for_each(|t| t.abort());
-            return;
-        }
-    }
-    let worker = {
+    let worker = || {
         let ctx = ctx.clone();
         tokio::spawn(async move {
             super::work(
@@ -83,12 +76,7 @@ pub async fn run(client: Client, ca_pem: String, mut stop: watch::Receiver<bool>
             .await;
         })
     };
-    tasks.push(worker);
-    let _ = stop.wait_for(|s| *s).await;
-    ctx.queue.shut_down();
-    for t in tasks {
-        t.abort();
-    }
+    super::run_until_stopped(tasks, synced, &ctx.queue, worker, stop).await;
     drop((namespaces, accounts, configmaps));
 }
 
