@@ -11,7 +11,13 @@
 //! - `<hostname>.<service>.<ns>.svc.cluster.local`: A, the endpoint of a
 //!   headless Service with that hostname (a StatefulSet's pods);
 //! - `_<port>._<proto>.<service>.<ns>.svc.cluster.local`: SRV, the named port;
-//! - `<a-b-c-d>.<ns>.pod.cluster.local`: A, `a.b.c.d`.
+//! - `<a-b-c-d>.<ns>.pod.cluster.local`: A, `a.b.c.d`;
+//! - `d.c.b.a.in-addr.arpa`: PTR, the Service whose cluster IP it is, or
+//!   `<hostname or a-b-c-d>.<service>.<ns>.svc.cluster.local` for a headless
+//!   Service's endpoint; other reverse names go upstream (CoreDNS's
+//!   `fallthrough in-addr.arpa`);
+//! - `cluster.local`: SOA, also given in the authority section of negative
+//!   answers so that resolvers cache them for 5 s.
 //!
 //! A name that exists without records of the asked type gets an empty
 //! answer (so a resolver asking A and AAAA together still gets its A), a
@@ -41,6 +47,8 @@ const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(2);
 
 const TYPE_A: u16 = 1;
 const TYPE_CNAME: u16 = 5;
+const TYPE_SOA: u16 = 6;
+const TYPE_PTR: u16 = 12;
 const TYPE_SRV: u16 = 33;
 const TYPE_ANY: u16 = 255;
 
@@ -54,6 +62,8 @@ const NOTIMP: u8 = 4;
 pub trait Records: Send + Sync {
     fn service(&self, namespace: &str, name: &str) -> Option<Arc<Service>>;
     fn slices(&self, namespace: &str, service: &str) -> Vec<Arc<EndpointSlice>>;
+    /// Every Service (for reverse lookups).
+    fn all_services(&self) -> Vec<Arc<Service>>;
 }
 
 /// The informer caches.
@@ -74,13 +84,23 @@ impl Records for Caches {
             .filter(|s| crate::controllers::endpoints::belongs_to(s, service))
             .collect()
     }
+
+    fn all_services(&self) -> Vec<Arc<Service>> {
+        self.services.list()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Data {
     A(Ipv4Addr),
     Cname(String),
-    Srv { port: u16, target: String },
+    Srv {
+        port: u16,
+        target: String,
+    },
+    Ptr(String),
+    /// The cluster zone's SOA.
+    Soa,
 }
 
 impl Data {
@@ -89,6 +109,8 @@ impl Data {
             Data::A(_) => TYPE_A,
             Data::Cname(_) => TYPE_CNAME,
             Data::Srv { .. } => TYPE_SRV,
+            Data::Ptr(_) => TYPE_PTR,
+            Data::Soa => TYPE_SOA,
         }
     }
 }
@@ -105,6 +127,19 @@ pub enum Lookup {
 
 /// Answers `qtype` for `name` (lower case, no trailing dot).
 pub fn lookup(records: &dyn Records, name: &str, qtype: u16) -> Lookup {
+    if let Some(ip) = reverse_name(name) {
+        let names = reverse(records, ip);
+        if names.is_empty() {
+            return Lookup::Elsewhere;
+        }
+        return Lookup::Found(
+            names
+                .into_iter()
+                .map(Data::Ptr)
+                .filter(|_| qtype == TYPE_PTR || qtype == TYPE_ANY)
+                .collect(),
+        );
+    }
     let Some(rest) = name
         .strip_suffix(CLUSTER_DOMAIN)
         .filter(|r| r.is_empty() || r.ends_with('.'))
@@ -116,8 +151,9 @@ pub fn lookup(records: &dyn Records, name: &str, qtype: u16) -> Lookup {
     let wants = |d: &Data| qtype == TYPE_ANY || d.rtype() == qtype || matches!(d, Data::Cname(_));
     let found = |all: Vec<Data>| Lookup::Found(all.into_iter().filter(|d| wants(d)).collect());
     match labels.as_slice() {
-        // The zone and its branches exist, with no records of their own.
-        [] | ["svc"] | ["pod"] | [_, "svc"] | [_, "pod"] => Lookup::Found(Vec::new()),
+        [] => found(vec![Data::Soa]),
+        // The zone's branches exist, with no records of their own.
+        ["svc"] | ["pod"] | [_, "svc"] | [_, "pod"] => Lookup::Found(Vec::new()),
         [ip, _ns, "pod"] => match ip.replace('-', ".").parse::<Ipv4Addr>() {
             Ok(a) => found(vec![Data::A(a)]),
             Err(_) => Lookup::NxDomain,
@@ -148,7 +184,7 @@ pub fn lookup(records: &dyn Records, name: &str, qtype: u16) -> Lookup {
             }
             let addrs: Vec<Data> = endpoints(records, &s, ns, svc)
                 .into_iter()
-                .filter(|(h, _)| h.as_deref() == Some(*host))
+                .filter(|(h, a)| endpoint_label(h.as_deref(), *a) == *host)
                 .map(|(_, a)| Data::A(a))
                 .collect();
             if addrs.is_empty() {
@@ -159,6 +195,58 @@ pub fn lookup(records: &dyn Records, name: &str, qtype: u16) -> Lookup {
         }
         _ => Lookup::NxDomain,
     }
+}
+
+/// `d.c.b.a.in-addr.arpa` as the address `a.b.c.d`.
+fn reverse_name(name: &str) -> Option<Ipv4Addr> {
+    let rest = name.strip_suffix(".in-addr.arpa")?;
+    let mut octets: Vec<u8> = rest
+        .split('.')
+        .map(|o| o.parse().ok())
+        .collect::<Option<_>>()?;
+    if octets.len() != 4 {
+        return None;
+    }
+    octets.reverse();
+    Some(Ipv4Addr::new(octets[0], octets[1], octets[2], octets[3]))
+}
+
+/// The first label of a headless Service's endpoint: its hostname, else
+/// its address with dashes (`10-42-1-2`), as CoreDNS names them.
+fn endpoint_label(hostname: Option<&str>, ip: Ipv4Addr) -> String {
+    hostname
+        .map(String::from)
+        .unwrap_or_else(|| ip.to_string().replace('.', "-"))
+}
+
+/// The cluster names of an address: a Service's cluster IP, or a
+/// headless Service's endpoint.
+fn reverse(records: &dyn Records, ip: Ipv4Addr) -> Vec<String> {
+    let mut out = Vec::new();
+    for s in records.all_services() {
+        let (Some(ns), Some(name)) = (s.metadata.namespace.as_deref(), s.metadata.name.as_deref())
+        else {
+            continue;
+        };
+        let svc = format!("{name}.{ns}.svc.{CLUSTER_DOMAIN}");
+        if is_headless(&s) {
+            for (host, a) in endpoints(records, &s, ns, name) {
+                if a == ip {
+                    out.push(format!("{}.{svc}", endpoint_label(host.as_deref(), a)));
+                }
+            }
+        } else if s
+            .spec
+            .iter()
+            .flat_map(|sp| sp.cluster_ips.iter().flatten().chain(sp.cluster_ip.iter()))
+            .any(|c| c.parse() == Ok(ip))
+        {
+            out.push(svc);
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
 }
 
 fn is_headless(s: &Service) -> bool {
@@ -327,31 +415,53 @@ fn error_response(id: u16, flags: u8, rcode: u8) -> Vec<u8> {
     header(id, flags, false, rcode, [0; 4])
 }
 
-/// The response to `q` with `data` (owner: the question's name).
+/// The response to `q` with `data` (owner: the question's name). A
+/// negative answer from the cluster zone (NXDOMAIN, or no records of the
+/// type) carries the zone's SOA as its authority, for negative caching.
 fn response(q: &Question, rcode: u8, data: &[Data]) -> Vec<u8> {
-    let mut out = header(q.id, q.flags, true, rcode, [1, data.len() as u16, 0, 0]);
+    let negative = data.is_empty() && rcode != SERVFAIL && q.name.ends_with(CLUSTER_DOMAIN);
+    let counts = [1, data.len() as u16, u16::from(negative), 0];
+    let mut out = header(q.id, q.flags, true, rcode, counts);
     out.extend_from_slice(&q.raw);
     for d in data {
         // The owner is the question's name, at offset 12.
         out.extend_from_slice(&[0xc0, 0x0c]);
-        out.extend_from_slice(&d.rtype().to_be_bytes());
-        out.extend_from_slice(&1u16.to_be_bytes());
-        out.extend_from_slice(&TTL.to_be_bytes());
-        let mut rdata = Vec::new();
-        match d {
-            Data::A(ip) => rdata.extend_from_slice(&ip.octets()),
-            Data::Cname(target) => write_name(&mut rdata, target),
-            Data::Srv { port, target } => {
-                rdata.extend_from_slice(&0u16.to_be_bytes());
-                rdata.extend_from_slice(&100u16.to_be_bytes());
-                rdata.extend_from_slice(&port.to_be_bytes());
-                write_name(&mut rdata, target);
-            }
-        }
-        out.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
-        out.extend_from_slice(&rdata);
+        record(&mut out, d);
+    }
+    if negative {
+        write_name(&mut out, CLUSTER_DOMAIN);
+        record(&mut out, &Data::Soa);
     }
     out
+}
+
+/// A record after its owner: type, class IN, TTL, data.
+fn record(out: &mut Vec<u8>, d: &Data) {
+    out.extend_from_slice(&d.rtype().to_be_bytes());
+    out.extend_from_slice(&1u16.to_be_bytes());
+    out.extend_from_slice(&TTL.to_be_bytes());
+    let mut rdata = Vec::new();
+    match d {
+        Data::A(ip) => rdata.extend_from_slice(&ip.octets()),
+        Data::Cname(target) | Data::Ptr(target) => write_name(&mut rdata, target),
+        Data::Srv { port, target } => {
+            rdata.extend_from_slice(&0u16.to_be_bytes());
+            rdata.extend_from_slice(&100u16.to_be_bytes());
+            rdata.extend_from_slice(&port.to_be_bytes());
+            write_name(&mut rdata, target);
+        }
+        Data::Soa => {
+            // CoreDNS's: its name server and mailbox, then serial,
+            // refresh, retry, expire and the negative-answer TTL.
+            write_name(&mut rdata, &format!("ns.dns.{CLUSTER_DOMAIN}"));
+            write_name(&mut rdata, &format!("hostmaster.{CLUSTER_DOMAIN}"));
+            for n in [1u32, 7200, 1800, 86400, TTL] {
+                rdata.extend_from_slice(&n.to_be_bytes());
+            }
+        }
+    }
+    out.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
+    out.extend_from_slice(&rdata);
 }
 
 /// Answers one query. `None`: nothing to send (not even a header to
@@ -517,6 +627,9 @@ mod tests {
                 .cloned()
                 .collect()
         }
+        fn all_services(&self) -> Vec<Arc<Service>> {
+            self.services.clone()
+        }
     }
 
     fn fixture() -> Fixed {
@@ -538,6 +651,7 @@ mod tests {
                         {"addresses": ["10.42.1.3"], "hostname": "db-1", "conditions": {"ready": true}},
                         {"addresses": ["10.42.1.2"], "hostname": "db-0"},
                         {"addresses": ["10.42.1.4"], "hostname": "db-2", "conditions": {"ready": false}},
+                        {"addresses": ["10.42.1.5"], "conditions": {"ready": true}},
                     ]
                 }))
                 .unwrap(),
@@ -559,7 +673,8 @@ mod tests {
         );
         assert_eq!(
             l("db.ns.svc.cluster.local", TYPE_A),
-            Lookup::Found(vec![a("10.42.1.2"), a("10.42.1.3")]),
+            // (endpoints without a hostname first)
+            Lookup::Found(vec![a("10.42.1.5"), a("10.42.1.2"), a("10.42.1.3")]),
             "a headless Service: its ready endpoints"
         );
         assert_eq!(
@@ -592,6 +707,27 @@ mod tests {
         assert_eq!(l("nope.ns.svc.cluster.local", TYPE_A), Lookup::NxDomain);
         assert_eq!(l("ns.svc.cluster.local", TYPE_A), Lookup::Found(vec![]));
         assert_eq!(l("example.com", TYPE_A), Lookup::Elsewhere);
+        // Reverse names: a Service's cluster IP, a headless endpoint by
+        // hostname, and by its dashed address, which also resolves.
+        assert_eq!(
+            l("20.0.43.10.in-addr.arpa", TYPE_PTR),
+            Lookup::Found(vec![Data::Ptr("web.ns.svc.cluster.local".into())])
+        );
+        assert_eq!(
+            l("3.1.42.10.in-addr.arpa", TYPE_PTR),
+            Lookup::Found(vec![Data::Ptr("db-1.db.ns.svc.cluster.local".into())])
+        );
+        assert_eq!(
+            l("5.1.42.10.in-addr.arpa", TYPE_PTR),
+            Lookup::Found(vec![Data::Ptr("10-42-1-5.db.ns.svc.cluster.local".into())])
+        );
+        assert_eq!(
+            l("10-42-1-5.db.ns.svc.cluster.local", TYPE_A),
+            Lookup::Found(vec![a("10.42.1.5")])
+        );
+        assert_eq!(l("9.9.9.9.in-addr.arpa", TYPE_PTR), Lookup::Elsewhere);
+        assert_eq!(l("1.2.3.in-addr.arpa", TYPE_PTR), Lookup::Elsewhere);
+        assert_eq!(l("cluster.local", TYPE_SOA), Lookup::Found(vec![Data::Soa]));
         assert_eq!(l("notcluster.local", TYPE_A), Lookup::Elsewhere);
     }
 
@@ -619,6 +755,19 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(r[3] & 0x0f, NXDOMAIN);
+        assert_eq!(
+            u16::from_be_bytes([r[8], r[9]]),
+            1,
+            "the zone's SOA as authority"
+        );
+        assert_eq!(&r[r.len() - 4..], &TTL.to_be_bytes(), "cached for 5 s");
+        let r = answer(&f, &[], &query("20.0.43.10.in-addr.arpa", TYPE_PTR), true)
+            .await
+            .unwrap();
+        assert_eq!(u16::from_be_bytes([r[6], r[7]]), 1, "one PTR");
+        let mut name = Vec::new();
+        write_name(&mut name, "web.ns.svc.cluster.local");
+        assert!(r.ends_with(&name), "{r:?}");
         // No upstream: a name outside the cluster fails, and says so.
         let r = answer(&f, &[], &query("example.com", TYPE_A), true)
             .await
@@ -654,7 +803,7 @@ mod tests {
         assert_eq!(udp[2] & 0x02, 0x02, "TC set");
         assert_eq!(u16::from_be_bytes([udp[6], udp[7]]), 0);
         let tcp = rt.block_on(answer(&f, &[], &q, false)).unwrap();
-        assert_eq!(u16::from_be_bytes([tcp[6], tcp[7]]), 62);
+        assert_eq!(u16::from_be_bytes([tcp[6], tcp[7]]), 63);
     }
 
     #[test]
