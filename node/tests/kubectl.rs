@@ -1228,3 +1228,83 @@ spec:
     })
     .await;
 }
+
+/// A UDP Service port through the service proxy: a Service without a
+/// selector whose EndpointSlice names an echo server of this test, reached
+/// on its node port (and its cluster IP when the agent can add addresses).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn udp_service_ports_are_proxied() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = start(tmp.path()).await;
+    let echo = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let echo_port = echo.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 1500];
+        while let Ok((n, from)) = echo.recv_from(&mut buf) {
+            let mut reply = b"echo:".to_vec();
+            reply.extend_from_slice(&buf[..n]);
+            let _ = echo.send_to(&reply, from);
+        }
+    });
+    let manifests = format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: udp}}\nspec:\n  type: NodePort\n  ports: [{{name: u, port: 53, protocol: UDP, targetPort: {echo_port}}}]\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: udp-1, labels: {{kubernetes.io/service-name: udp}}}}\naddressType: IPv4\nports: [{{name: u, port: {echo_port}, protocol: UDP}}]\nendpoints: [{{addresses: [\"127.0.0.1\"]}}]\n"
+    );
+    kubectl_ok(&m, &["apply", "-f", "-"], Some(&manifests));
+    let node_port = kubectl_ok(
+        &m,
+        &[
+            "get",
+            "svc",
+            "udp",
+            "-o",
+            "jsonpath={.spec.ports[0].nodePort}",
+        ],
+        None,
+    );
+    let cluster_ip = kubectl_ok(
+        &m,
+        &["get", "svc", "udp", "-o", "jsonpath={.spec.clusterIP}"],
+        None,
+    );
+    let ask = |addr: String| -> Result<(), String> {
+        let c = std::net::UdpSocket::bind("0.0.0.0:0").map_err(|e| e.to_string())?;
+        c.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        c.send_to(b"ping", &addr).map_err(|e| e.to_string())?;
+        let mut buf = [0u8; 100];
+        let (n, from) = c.recv_from(&mut buf).map_err(|e| format!("{addr}: {e}"))?;
+        if &buf[..n] != b"echo:ping" || from.to_string() != addr {
+            return Err(format!(
+                "{:?} from {from}",
+                String::from_utf8_lossy(&buf[..n])
+            ));
+        }
+        Ok(())
+    };
+    wait_for("the node port to answer", READY, || {
+        ask(format!("127.0.0.1:{node_port}"))
+    })
+    .await;
+    if nix_root() {
+        wait_for("the cluster IP to answer", READY, || {
+            ask(format!("{cluster_ip}:53"))
+        })
+        .await;
+    }
+    // No endpoints: nothing answers.
+    kubectl_ok(&m, &["delete", "endpointslice", "udp-1"], None);
+    wait_for("the node port to go quiet", READY, || {
+        match ask(format!("127.0.0.1:{node_port}")) {
+            Ok(()) => Err("still answered".into()),
+            Err(_) => Ok(()),
+        }
+    })
+    .await;
+}
+
+fn nix_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+}

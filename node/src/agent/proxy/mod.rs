@@ -15,7 +15,8 @@
 //! ```
 //!
 //! It is a userspace proxy, like kube-proxy's original mode: one listener
-//! per frontend, a connection spliced to a backend connection. A frontend
+//! per frontend, a connection spliced to a backend connection; UDP ports
+//! get a socket per frontend and a flow per client ([`udp`]). A frontend
 //! without endpoints has no listener, so a connection to it is refused at
 //! once, as Kubernetes refuses it. Backends see the node as the client
 //! (the source address is not kept). Cluster IPs need the agent to be able
@@ -34,6 +35,7 @@ pub mod dns;
 mod gateway;
 pub mod ingress;
 pub mod table;
+mod udp;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -137,6 +139,8 @@ pub async fn run(
     let shared = Arc::new(Shared::default());
     let mut listeners: HashMap<Frontend, JoinHandle<()>> = HashMap::new();
     let mut failed: HashMap<Frontend, String> = HashMap::new();
+    let mut udp_listeners: HashMap<Frontend, JoinHandle<()>> = HashMap::new();
+    let mut udp_failed: HashMap<Frontend, String> = HashMap::new();
     let mut unserved_seen = Vec::new();
     let mut dns_server: Option<JoinHandle<()>> = None;
     let mut dns_failed: Option<String> = None;
@@ -178,7 +182,7 @@ pub async fn run(
         let unserved = table.unserved.clone();
         if unserved != unserved_seen {
             if !unserved.is_empty() {
-                tracing::info!(ports = ?unserved, "service proxy: only TCP is served; these ports are not");
+                tracing::info!(ports = ?unserved, "service proxy: only TCP and UDP are served; these ports are not");
             }
             unserved_seen = unserved;
         }
@@ -266,8 +270,43 @@ pub async fn run(
             })
             .map(|(f, _)| *f)
             .collect();
+        let udp_wanted: Vec<Frontend> = table
+            .udp
+            .iter()
+            .filter(|(f, r)| {
+                !r.backends.is_empty()
+                    && (service_addrs.is_some() || matches!(f, Frontend::NodePort(_)))
+            })
+            .map(|(f, _)| *f)
+            .collect();
         forget_stale(&shared, &table);
         *shared.table.write() = Arc::new(table);
+        udp_listeners.retain(|f, task| {
+            let keep = udp_wanted.contains(f) && !task.is_finished();
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+        udp_failed.retain(|f, _| udp_wanted.contains(f));
+        for f in udp_wanted {
+            if udp_listeners.contains_key(&f) {
+                continue;
+            }
+            match udp::bind(f.bind_addr()) {
+                Ok(sock) => {
+                    udp_failed.remove(&f);
+                    udp_listeners.insert(f, tokio::spawn(udp::serve(sock, f, shared.clone())));
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    if udp_failed.get(&f) != Some(&msg) {
+                        tracing::warn!(frontend = %f.bind_addr(), "service proxy: cannot listen on UDP: {msg}; retrying every {RESYNC:?}");
+                        udp_failed.insert(f, msg);
+                    }
+                }
+            }
+        }
         listeners.retain(|f, task| {
             let keep = wanted.contains(f) && !task.is_finished();
             if !keep {
@@ -314,7 +353,7 @@ pub async fn run(
         while ing_rx.try_recv().is_ok() {}
         while class_rx.try_recv().is_ok() {}
     }
-    for (_, t) in listeners {
+    for (_, t) in listeners.into_iter().chain(udp_listeners) {
         t.abort();
     }
     for t in gateway_listeners.into_iter().filter_map(|(_, _, t)| t) {
@@ -395,6 +434,7 @@ fn forget_stale(shared: &Shared, table: &Table) {
     let ttl: HashMap<&str, Option<Duration>> = table
         .routes
         .values()
+        .chain(table.udp.values())
         .map(|r| (r.name.as_str(), r.affinity))
         .collect();
     shared
@@ -510,10 +550,48 @@ fn refuse(conn: TcpStream) {
 }
 
 async fn forward(mut conn: TcpStream, peer: SocketAddr, route: &Route, shared: &Shared) {
-    let n = route.backends.len();
-    if n == 0 {
+    if route.backends.is_empty() {
         return refuse(conn);
     }
+    for backend in candidates(route, peer, shared) {
+        let dial = tokio::time::timeout(DIAL_TIMEOUT, TcpStream::connect(backend)).await;
+        let mut up = match dial {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                tracing::debug!(route = %route.name, %backend, "service proxy: dial: {e}");
+                continue;
+            }
+            Err(_) => {
+                tracing::debug!(route = %route.name, %backend, "service proxy: dial timed out");
+                continue;
+            }
+        };
+        remember(route, peer, backend, shared);
+        let _ = conn.set_nodelay(true);
+        let _ = up.set_nodelay(true);
+        let _ = tokio::io::copy_bidirectional(&mut conn, &mut up).await;
+        return;
+    }
+    tracing::debug!(route = %route.name, "service proxy: no endpoint answered");
+    refuse(conn);
+}
+
+/// `sessionAffinity: ClientIP`: the client's next connections go to
+/// `backend` too.
+fn remember(route: &Route, peer: SocketAddr, backend: SocketAddr, shared: &Shared) {
+    if route.affinity.is_some() {
+        shared
+            .affinity
+            .lock()
+            .insert((route.name.clone(), peer.ip()), (backend, Instant::now()));
+    }
+}
+
+/// The endpoints a new connection (or UDP flow) from `peer` tries, in
+/// order: the one its affinity names, then the next ones in round robin;
+/// at most [`DIAL_TRIES`].
+fn candidates(route: &Route, peer: SocketAddr, shared: &Shared) -> Vec<SocketAddr> {
+    let n = route.backends.len();
     let mut order: Vec<SocketAddr> = Vec::with_capacity(DIAL_TRIES);
     let sticky = route.affinity.and_then(|ttl| {
         let mut aff = shared.affinity.lock();
@@ -543,30 +621,5 @@ async fn forward(mut conn: TcpStream, peer: SocketAddr, route: &Route, shared: &
             order.push(b);
         }
     }
-    for backend in order {
-        let dial = tokio::time::timeout(DIAL_TIMEOUT, TcpStream::connect(backend)).await;
-        let mut up = match dial {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                tracing::debug!(route = %route.name, %backend, "service proxy: dial: {e}");
-                continue;
-            }
-            Err(_) => {
-                tracing::debug!(route = %route.name, %backend, "service proxy: dial timed out");
-                continue;
-            }
-        };
-        if route.affinity.is_some() {
-            shared
-                .affinity
-                .lock()
-                .insert((route.name.clone(), peer.ip()), (backend, Instant::now()));
-        }
-        let _ = conn.set_nodelay(true);
-        let _ = up.set_nodelay(true);
-        let _ = tokio::io::copy_bidirectional(&mut conn, &mut up).await;
-        return;
-    }
-    tracing::debug!(route = %route.name, "service proxy: no endpoint answered");
-    refuse(conn);
+    order
 }

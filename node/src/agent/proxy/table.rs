@@ -74,6 +74,8 @@ impl<F: Fn(Option<&str>) -> bool> Reach for F {
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Table {
     pub routes: BTreeMap<Frontend, Arc<Route>>,
+    /// The same for UDP ports.
+    pub udp: BTreeMap<Frontend, Arc<Route>>,
     /// The cluster IPs that frontends use: the addresses this host must
     /// hold for connections to them to arrive.
     pub cluster_ips: Vec<Ipv4Addr>,
@@ -178,7 +180,7 @@ pub fn build(
             let protocol = port.protocol.as_deref().unwrap_or("TCP");
             let port_name = port.name.as_deref().unwrap_or("");
             let route_name = format!("{ns}/{name}:{port_name}");
-            if protocol != "TCP" {
+            if protocol != "TCP" && protocol != "UDP" {
                 table.unserved.push(format!("{route_name}/{protocol}"));
                 continue;
             }
@@ -193,14 +195,21 @@ pub fn build(
                     affinity,
                 });
                 for ip in &cluster_ips {
-                    table.routes.insert(
-                        Frontend::Cluster(SocketAddr::new(IpAddr::V4(*ip), svc_port)),
-                        route.clone(),
-                    );
+                    let f = Frontend::Cluster(SocketAddr::new(IpAddr::V4(*ip), svc_port));
+                    if protocol == "UDP" {
+                        table.udp.insert(f, route.clone());
+                    } else {
+                        table.routes.insert(f, route.clone());
+                    }
                 }
             }
             if node_ports && let Some(np) = port.node_port.and_then(|p| u16::try_from(p).ok()) {
-                table.routes.insert(
+                let routes = if protocol == "UDP" {
+                    &mut table.udp
+                } else {
+                    &mut table.routes
+                };
+                routes.insert(
                     Frontend::NodePort(np),
                     Arc::new(Route {
                         name: route_name,
@@ -294,7 +303,8 @@ mod tests {
         slice(json!({
             "metadata": {"namespace": "ns", "name": "web-abc", "labels": {SERVICE_NAME_LABEL: "web"}},
             "addressType": "IPv4",
-            "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+            "ports": [{"name": "http", "port": 8080, "protocol": "TCP"},
+                      {"name": "dns", "port": 5353, "protocol": "UDP"}],
             "endpoints": endpoints
         }))
     }
@@ -327,7 +337,21 @@ mod tests {
         );
         assert_eq!(t.routes[&CLUSTER].name, "ns/web:http");
         assert_eq!(t.cluster_ips, [Ipv4Addr::new(10, 43, 0, 11)]);
-        assert_eq!(t.unserved, ["ns/web:dns/UDP"]);
+        assert!(t.unserved.is_empty(), "{:?}", t.unserved);
+        // The UDP port: its own table, the endpoints of the `dns` slice port.
+        let udp = Frontend::Cluster(SocketAddr::new(
+            IpAddr::V4(Ipv4Addr::new(10, 43, 0, 11)),
+            53,
+        ));
+        assert_eq!(
+            t.udp[&udp]
+                .backends
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>(),
+            ["10.42.1.2:5353", "10.42.2.3:5353"]
+        );
+        assert!(!t.routes.contains_key(&udp));
     }
 
     #[test]
@@ -346,7 +370,11 @@ mod tests {
                 .any(|f| matches!(f, Frontend::Cluster(a) if a.ip() == dns_ip))
         );
         assert_eq!(t.cluster_ips, [Ipv4Addr::new(10, 43, 0, 11)]);
-        assert_eq!(t.unserved, ["ns/web:dns/UDP"]);
+        assert!(
+            !t.udp
+                .keys()
+                .any(|f| matches!(f, Frontend::Cluster(a) if a.ip() == dns_ip))
+        );
     }
 
     #[test]
