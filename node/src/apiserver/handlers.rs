@@ -1674,31 +1674,23 @@ pub async fn token_request(
     let sa = load(objects, &sa_target).await?;
     let ns = t.namespace.clone().unwrap_or_default();
     let name = t.name.clone().unwrap_or_default();
-    let invalid = |field: &str, why: String| {
-        ApiError::invalid(
-            "authentication.k8s.io",
-            "TokenRequest",
-            "",
-            vec![Cause::invalid(field, why)],
-        )
-    };
     let secs = match &tr["spec"]["expirationSeconds"] {
         Value::Null => 3600,
         v => v.as_i64().ok_or_else(|| {
-            invalid(
+            token_invalid(
                 "spec.expirationSeconds",
                 format!("Invalid value: {v}: must be an integer"),
             )
         })?,
     };
     if secs < 600 {
-        return Err(invalid(
+        return Err(token_invalid(
             "spec.expirationSeconds",
             format!("Invalid value: {secs}: may not specify a duration less than 10 minutes"),
         ));
     }
     if secs > 1 << 32 {
-        return Err(invalid(
+        return Err(token_invalid(
             "spec.expirationSeconds",
             format!("Invalid value: {secs}: may not specify a duration larger than 2^32 seconds"),
         ));
@@ -1763,6 +1755,16 @@ pub async fn token_request(
     Ok(json_resp(StatusCode::CREATED, &tr))
 }
 
+/// A TokenRequest's 422, naming the field.
+fn token_invalid(field: &str, why: String) -> ApiError {
+    ApiError::invalid(
+        "authentication.k8s.io",
+        "TokenRequest",
+        "",
+        vec![Cause::invalid(field, why)],
+    )
+}
+
 /// The pod a TokenRequest's `spec.boundObjectRef` names, which must exist
 /// in the namespace, have the UID given (if any) and run as the account.
 async fn bound_pod(
@@ -1774,18 +1776,10 @@ async fn bound_pod(
     if r.is_null() {
         return Ok(None);
     }
-    let invalid = |field: &str, why: String| {
-        ApiError::invalid(
-            "authentication.k8s.io",
-            "TokenRequest",
-            "",
-            vec![Cause::invalid(field, why)],
-        )
-    };
     match r["kind"].as_str().unwrap_or("") {
         "Pod" => {}
         other => {
-            return Err(invalid(
+            return Err(token_invalid(
                 "spec.boundObjectRef.kind",
                 format!("Unsupported value: \"{other}\": supported values: \"Pod\""),
             ));
@@ -1793,7 +1787,10 @@ async fn bound_pod(
     }
     let name = r["name"].as_str().unwrap_or("");
     if name.is_empty() {
-        return Err(invalid("spec.boundObjectRef.name", "Required value".into()));
+        return Err(token_invalid(
+            "spec.boundObjectRef.name",
+            "Required value".into(),
+        ));
     }
     let pods = resources::find("", "v1", "pods").expect("pods served");
     let Some(p) = objects.get(&pods.key(Some(ns), name)).await? else {
