@@ -180,7 +180,7 @@ fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
     Ok(v)
 }
 
-pub(super) fn now_rfc3339() -> String {
+fn now_rfc3339() -> String {
     let secs = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs()) as i64;
@@ -229,7 +229,7 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
     Some(days * 86_400 + hh * 3600 + mm * 60 + ss)
 }
 
-pub(super) fn new_uid() -> String {
+fn new_uid() -> String {
     let b: [u8; 16] = rand::random();
     let h = hex::encode(b);
     // A version 4 UUID.
@@ -810,8 +810,7 @@ async fn namespace_defaults(objects: &Objects, ns: &str) {
     {
         tracing::warn!(
             namespace = ns,
-            "creating the default service account: {}",
-            e.message
+            "creating the default service account: {e:#}"
         );
     }
 }
@@ -2135,7 +2134,7 @@ async fn reconcile_bootstrap_rbac(
     Ok(())
 }
 
-async fn create_if_absent(
+pub(super) async fn create_if_absent(
     objects: &Objects,
     res: &'static resources::Resource,
     mut obj: Value,

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 
 use super::resources;
 use super::status::ApiError;
-use super::storage::{Objects, Precondition};
+use super::storage::Objects;
 
 pub const DEFAULT_ACCOUNT: &str = "default";
 pub const ROOT_CA_CONFIGMAP: &str = "kube-root-ca.crt";
@@ -56,24 +56,11 @@ pub async fn ensure_namespace_defaults(
     objects: &Objects,
     ns: &str,
     ca_pem: &str,
-) -> Result<(), ApiError> {
+) -> anyhow::Result<()> {
     let accounts = resources::find("", "v1", "serviceaccounts").expect("served");
     let configmaps = resources::find("", "v1", "configmaps").expect("served");
-    for (res, obj) in [
-        (accounts, default_account(ns)),
-        (configmaps, root_ca_configmap(ns, ca_pem)),
-    ] {
-        let key = res.key(Some(ns), obj["metadata"]["name"].as_str().unwrap_or(""));
-        if objects.get(&key).await?.is_some() {
-            continue;
-        }
-        let mut obj = obj;
-        obj["metadata"]["uid"] = json!(super::handlers::new_uid());
-        obj["metadata"]["creationTimestamp"] = json!(super::handlers::now_rfc3339());
-        // Lost to a concurrent create: that one is as good.
-        objects.put(&key, &obj, Precondition::Absent).await?;
-    }
-    Ok(())
+    super::handlers::create_if_absent(objects, accounts, default_account(ns)).await?;
+    super::handlers::create_if_absent(objects, configmaps, root_ca_configmap(ns, ca_pem)).await
 }
 
 /// The ServiceAccount admission plugin, on a pod being created in `ns`.
