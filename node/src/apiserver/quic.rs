@@ -72,12 +72,8 @@ impl ApiServer {
         socket: std::net::UdpSocket,
         shutdown: impl std::future::Future<Output = ()>,
     ) -> anyhow::Result<()> {
-        let tls = self
-            .objects
-            .store()
-            .tls()
-            .ok_or_else(|| anyhow::anyhow!("no certificates"))?;
-        let mut rustls_cfg = tls.rustls_server_config(true)?;
+        // The same certificate as HTTPS: agents dial the same host name.
+        let mut rustls_cfg = self.serving.rustls_server_config(true)?;
         rustls_cfg.alpn_protocols = vec![q::ALPN.to_vec()];
         let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(rustls_cfg)?;
         let mut server_cfg = quinn::ServerConfig::with_crypto(Arc::new(crypto));
