@@ -563,3 +563,224 @@ async fn pods_of_a_lost_agent_are_recreated_elsewhere() {
     );
     assert_eq!(node_ready, "Unknown");
 }
+
+/// A network namespace joined to this one by a veth pair: another host, as
+/// far as addresses go (its own loopback, its own `10.251.x.2`). Removed
+/// when dropped.
+struct OtherHost {
+    ns: String,
+    host_if: String,
+    /// This side's address, and the other host's.
+    host_ip: String,
+    ip: String,
+}
+
+impl OtherHost {
+    fn create() -> OtherHost {
+        let id = std::process::id() % 100_000;
+        let sub = id % 250;
+        let h = OtherHost {
+            ns: format!("skiff-e2e-{id}"),
+            host_if: format!("sktun{id}h"),
+            host_ip: format!("10.251.{sub}.1"),
+            ip: format!("10.251.{sub}.2"),
+        };
+        let peer_if = format!("sktun{id}n");
+        let ip = |args: &[&str]| {
+            let out = Command::new("ip").args(args).output().expect("run ip");
+            assert!(
+                out.status.success(),
+                "this test needs root: ip {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        ip(&["netns", "add", &h.ns]);
+        ip(&[
+            "link", "add", &h.host_if, "type", "veth", "peer", "name", &peer_if,
+        ]);
+        ip(&["link", "set", &peer_if, "netns", &h.ns]);
+        ip(&[
+            "addr",
+            "add",
+            &format!("{}/30", h.host_ip),
+            "dev",
+            &h.host_if,
+        ]);
+        ip(&["link", "set", &h.host_if, "up"]);
+        ip(&[
+            "-n",
+            &h.ns,
+            "addr",
+            "add",
+            &format!("{}/30", h.ip),
+            "dev",
+            &peer_if,
+        ]);
+        ip(&["-n", &h.ns, "link", "set", &peer_if, "up"]);
+        ip(&["-n", &h.ns, "link", "set", "lo", "up"]);
+        h
+    }
+
+    /// `curl` run on the other host: (ok, body).
+    fn curl(&self, url: &str) -> Result<String, String> {
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.ns,
+                "curl",
+                "-sS",
+                "--max-time",
+                "5",
+                url,
+            ])
+            .output()
+            .map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+}
+
+impl Drop for OtherHost {
+    fn drop(&mut self) {
+        // The peer goes with the namespace, and the host's end with it.
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).output();
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.host_if])
+            .output();
+    }
+}
+
+/// Pod addresses are local to their host, so a Service whose pod runs on
+/// another host is reached through that node's tunnel (QUIC, node
+/// certificates): from the server's host to a pod in the other host's
+/// namespace, and back the other way. The two hosts here share nothing but
+/// the veth between them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn services_reach_pods_on_another_host_through_its_node() {
+    let echo = wasm("echo-http.wasm");
+    let tmp = tempfile::tempdir().unwrap();
+    let far = OtherHost::create();
+    let mut m = Member::new(tmp.path(), "near");
+    // The API (and so the server's own agent) on this side of the veth.
+    m.api_host = far.host_ip.clone();
+    m.extra = vec!["--node-name".into(), "near".into()];
+    m.start();
+    m.wait_api(Duration::from_secs(30)).await;
+
+    let dir = tmp.path().join("agent-far");
+    let token = std::fs::read_to_string(m.dir.join("pki/join.token")).unwrap();
+    let log = tmp.path().join("agent-far.log");
+    let child = Command::new("ip")
+        .args(["netns", "exec", &far.ns])
+        .arg(env!("CARGO_BIN_EXE_skiff"))
+        .args(["agent", "--server"])
+        .arg(format!("https://{}:{}", far.host_ip, m.api_port))
+        .args(["--token", token.trim(), "--node-name", "far"])
+        .args([
+            "--kubelet-listen",
+            &format!("{}:0", far.ip),
+            "--disable-ingress",
+        ])
+        .arg("--data-dir")
+        .arg(&dir)
+        .env("SKIFF_AGENT_CONTAINERS", "false")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("spawn skiff agent");
+    let mut agent = Agent {
+        child: Some(child),
+        log,
+    };
+    wait_for("both nodes to be Ready", Duration::from_secs(40), || {
+        let s = jsonpath(
+            &m,
+            &["get", "nodes"],
+            r#"{range .items[*]}{.metadata.name}={.status.conditions[?(@.type=="Ready")].status} {end}"#,
+        );
+        (s.contains("far=True") && s.contains("near=True"))
+            .then_some(())
+            .ok_or(s)
+    })
+    .await;
+
+    let mut manifest = String::new();
+    for node in ["far", "near"] {
+        manifest.push_str(&format!(
+            r#"apiVersion: v1
+kind: Pod
+metadata: {{name: echo-{node}, labels: {{app: echo-{node}}}}}
+spec:
+  runtimeClassName: wasm
+  nodeSelector: {{kubernetes.io/hostname: {node}}}
+  containers:
+  - name: echo
+    image: {echo}
+    ports: [{{containerPort: 8080}}]
+    env: [{{name: WHERE, valueFrom: {{fieldRef: {{fieldPath: spec.nodeName}}}}}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: echo-{node}}}
+spec:
+  selector: {{app: echo-{node}}}
+  ports: [{{port: 80, targetPort: 8080}}]
+---
+"#
+        ));
+    }
+    kubectl_ok(&m, &["apply", "-f", "-"], Some(&manifest));
+    let ip_of = |svc: &str| jsonpath(&m, &["get", "svc", svc], "{.spec.clusterIP}");
+    let (far_svc, near_svc) = (ip_of("echo-far"), ip_of("echo-near"));
+
+    // This host → the pod on the other one: the server's proxy tunnels to
+    // the far node, whose agent dials its pod.
+    for i in 0..4 {
+        let path = format!("/to-far-{i}");
+        let answer = wait_for(
+            "svc/echo-far to answer from this host",
+            Duration::from_secs(40),
+            || http_get(&format!("{far_svc}:80"), &path),
+        )
+        .await;
+        assert!(
+            answer.starts_with("HTTP/1.1 200") && answer.contains(&format!("GET {path}")),
+            "{answer}"
+        );
+        assert!(answer.contains("env WHERE=far"), "{answer}");
+    }
+    // The pod's address itself is not routed here: only the tunnel reaches it.
+    let pod_ip = jsonpath(&m, &["get", "pod", "echo-far"], "{.status.podIP}");
+    assert!(pod_ip.starts_with("127.42."), "{pod_ip}");
+    assert!(http_get(&format!("{pod_ip}:8080"), "/").is_err());
+
+    // The other host → a pod here, through this node's tunnel.
+    let answer = wait_for(
+        "svc/echo-near to answer on the other host",
+        Duration::from_secs(40),
+        || far.curl(&format!("http://{near_svc}/to-near")),
+    )
+    .await;
+    assert!(
+        answer.contains("GET /to-near") && answer.contains("env WHERE=near"),
+        "{answer}"
+    );
+
+    // The far pod gone, its Service refuses again rather than hanging.
+    kubectl_ok(&m, &["delete", "pod", "echo-far", "--wait=true"], None);
+    wait_for(
+        "svc/echo-far to refuse",
+        Duration::from_secs(30),
+        || match http_get(&format!("{far_svc}:80"), "/") {
+            Err(e) => Ok(e),
+            Ok(a) => Err(a),
+        },
+    )
+    .await;
+    agent.kill9();
+    m.kill9();
+}

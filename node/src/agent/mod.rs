@@ -39,6 +39,7 @@ mod probe;
 pub mod proxy;
 mod resolve;
 mod status;
+pub mod tunnel;
 mod worker;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -324,6 +325,22 @@ pub async fn run_with(
         }
         (_, None) => None,
     };
+    // Other nodes reach this node's pods through its tunnel, on the log
+    // endpoint's address and port over UDP.
+    let tunnel_socket = match (&kubelet, &cfg.serving) {
+        (Some(l), Some(_)) => tunnel::bind(l.local_addr()?)
+            .inspect_err(|e| tracing::warn!(node = %cfg.node_name, "{e:#}"))
+            .ok(),
+        _ => None,
+    };
+    let tunnels = cfg.serving.as_ref().and_then(|tls| {
+        tunnel::Tunnels::new(tls)
+            .inspect_err(|e| {
+                tracing::warn!(node = %cfg.node_name, "no node tunnel: pods on other hosts are not reached through Services: {e:#}")
+            })
+            .ok()
+            .map(Arc::new)
+    });
     let (block, _block_claim) = ipam::claim_block(
         tuning
             .pod_ip_block
@@ -363,6 +380,7 @@ pub async fn run_with(
                 node: cfg.node_name.clone(),
                 block,
                 ingress: cfg.ingress,
+                tunnels,
             },
             services.clone(),
             stop.clone(),
@@ -400,6 +418,17 @@ pub async fn run_with(
         tokio::spawn(async move {
             if let Err(e) = server.serve(listener, stop).await {
                 tracing::error!("log endpoint: {e:#}");
+            }
+        });
+    }
+    if let (Some(socket), Some(tls)) = (tunnel_socket, ctx.cfg.serving.clone()) {
+        let pods = pods.store();
+        let is_pod: Arc<dyn Fn(IpAddr) -> bool + Send + Sync> =
+            Arc::new(move |ip| pods.list().iter().any(|p| has_ip(p, ip)));
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            if let Err(e) = tunnel::serve(socket, &tls, is_pod, stop).await {
+                tracing::error!("node tunnel: {e:#}");
             }
         });
     }
@@ -586,6 +615,15 @@ impl Dispatcher {
             }
         }
     }
+}
+
+/// Whether `ip` is one of `pod`'s addresses (its status says so).
+fn has_ip(pod: &Pod, ip: IpAddr) -> bool {
+    let Some(status) = &pod.status else {
+        return false;
+    };
+    let is = |a: &str| a.parse::<IpAddr>().is_ok_and(|a| a == ip);
+    status.pod_ip.as_deref().is_some_and(is) || status.pod_ips.iter().flatten().any(|p| is(&p.ip))
 }
 
 #[cfg(test)]

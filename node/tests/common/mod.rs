@@ -45,6 +45,9 @@ pub struct Member {
     pub etcd_port: u16,
     pub peer_port: u16,
     pub api_port: u16,
+    /// The address the API listens on (127.0.0.1 unless a test needs its
+    /// agents elsewhere to reach it).
+    pub api_host: String,
     /// The ingress gateway's HTTP and HTTPS ports (on 127.0.0.1).
     pub ingress_ports: (u16, u16),
     pub extra: Vec<String>,
@@ -59,6 +62,7 @@ impl Member {
             etcd_port: free_tcp(),
             peer_port: free_udp(),
             api_port: free_tcp(),
+            api_host: "127.0.0.1".into(),
             ingress_ports: (free_tcp(), free_tcp()),
             extra: Vec::new(),
             child: None,
@@ -313,7 +317,10 @@ impl Member {
             .args(["--name", &self.name])
             .args(["--etcd-listen", &self.endpoint()])
             .args(["--peer-listen", &self.peer()])
-            .args(["--api-listen", &format!("127.0.0.1:{}", self.api_port)])
+            .args([
+                "--api-listen",
+                &format!("{}:{}", self.api_host, self.api_port),
+            ])
             .args([
                 "--ingress-http-listen",
                 &format!("127.0.0.1:{}", self.ingress_ports.0),

@@ -32,7 +32,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use parking_lot::RwLock;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 use super::ingress::{Routes, Target};
 use super::table::Frontend;
@@ -196,11 +196,15 @@ async fn accept_loop(
         let _ = tcp.set_nodelay(true);
         let gw = gw.clone();
         let tls = tls.clone();
+        let proxy = proxy.clone();
         tokio::spawn(async move {
             let scheme = if tls.is_some() { "https" } else { "http" };
             let svc = hyper::service::service_fn(move |req| {
-                let gw = gw.clone();
-                async move { Ok::<_, Infallible>(handle(req, peer, scheme, local_port, &gw).await) }
+                let (gw, proxy) = (gw.clone(), proxy.clone());
+                async move {
+                    let at = (scheme, local_port);
+                    Ok::<_, Infallible>(handle(req, peer, at, &gw, &proxy).await)
+                }
             });
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             let served = match tls {
@@ -240,12 +244,14 @@ fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
         .expect("a valid response")
 }
 
+/// Serves one request that came to `(scheme, port)`; endpoints are dialled
+/// as the service proxy dials them (`proxy`: its tunnels).
 async fn handle(
     req: Request<Incoming>,
     peer: SocketAddr,
-    scheme: &'static str,
-    port: u16,
+    (scheme, port): (&'static str, u16),
     gw: &Gateway,
+    shared: &Shared,
 ) -> Response<Body> {
     let host = req
         .uri()
@@ -277,8 +283,8 @@ async fn handle(
     let start = gw.next.fetch_add(1, Ordering::Relaxed);
     let mut up = None;
     for k in 0..endpoints.len().min(DIAL_TRIES) {
-        let backend = endpoints[(start + k) % endpoints.len()];
-        match tokio::time::timeout(DIAL_TIMEOUT, TcpStream::connect(backend)).await {
+        let backend = &endpoints[(start + k) % endpoints.len()];
+        match tokio::time::timeout(DIAL_TIMEOUT, super::dial(backend, shared)).await {
             Ok(Ok(s)) => {
                 up = Some(s);
                 break;
@@ -290,7 +296,6 @@ async fn handle(
     let Some(up) = up else {
         return text(StatusCode::BAD_GATEWAY, "bad gateway\n");
     };
-    let _ = up.set_nodelay(true);
     match proxy(req, up, peer, scheme, port, &host).await {
         Ok(resp) => resp,
         Err(e) => {
@@ -340,7 +345,7 @@ fn wants_upgrade(h: &HeaderMap) -> bool {
 
 async fn proxy(
     mut req: Request<Incoming>,
-    up: TcpStream,
+    up: Box<dyn super::Upstream>,
     peer: SocketAddr,
     scheme: &str,
     port: u16,
@@ -413,6 +418,7 @@ async fn proxy(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::net::TcpStream;
 
     /// A listener of the gateway hands connections made to a cluster
     /// frontend to the service proxy (the wildcard case, here on
@@ -436,7 +442,7 @@ mod tests {
             Frontend::Cluster(addr),
             Arc::new(super::super::table::Route {
                 name: "ns/svc:web".into(),
-                backends: vec![backend_addr],
+                backends: vec![super::super::table::Endpoint::direct(backend_addr)],
                 affinity: None,
             }),
         );

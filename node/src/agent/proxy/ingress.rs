@@ -62,7 +62,7 @@ pub enum Target {
     Service {
         /// `namespace/name:port`, for logs and errors.
         name: String,
-        endpoints: Vec<SocketAddr>,
+        endpoints: Vec<super::table::Endpoint>,
     },
     /// A backend skiff cannot serve (a `resource` backend, a Service or
     /// port that does not exist, a headless Service), with why.

@@ -26,9 +26,11 @@
 //! Service's address, from the same caches.
 //!
 //! Endpoints on a node of this host (its InternalIP is a local address:
-//! several agents on one machine) are dialled directly; endpoints on other
-//! hosts are left out, since pod addresses are not routed between hosts
-//! yet.
+//! several agents on one machine) are dialled directly. Pod addresses are
+//! not routed between hosts, so an endpoint on another host is reached
+//! through that node's agent, over the node tunnel ([`super::tunnel`]: QUIC
+//! to its kubelet port's address and number, mutual TLS); a node without
+//! a kubelet port cannot be reached, and its endpoints are left out.
 
 mod addrs;
 pub mod dns;
@@ -52,7 +54,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use table::{Frontend, Route, Table};
+use super::tunnel::{self, Tunnels};
+use table::{Endpoint, Frontend, Route, Table, Via};
 
 /// How long a dial to an endpoint may take before the next one is tried.
 const DIAL_TIMEOUT: Duration = Duration::from_secs(3);
@@ -68,6 +71,8 @@ pub struct ProxyConfig {
     /// The agent's pod address block, naming its addresses' label.
     pub block: u8,
     pub ingress: IngressListen,
+    /// How endpoints on other hosts are reached (`None`: they are not).
+    pub tunnels: Option<Arc<Tunnels>>,
 }
 
 /// Where the ingress gateway listens.
@@ -84,7 +89,8 @@ struct Shared {
     /// Round-robin positions, by route name.
     next: Mutex<HashMap<String, usize>>,
     /// `sessionAffinity: ClientIP`: (route, client) → (endpoint, last use).
-    affinity: Mutex<HashMap<(String, IpAddr), (SocketAddr, Instant)>>,
+    affinity: Mutex<HashMap<(String, IpAddr), (Endpoint, Instant)>>,
+    tunnels: Option<Arc<Tunnels>>,
 }
 
 /// Runs the proxy until `stop` turns true, then removes what it set up.
@@ -136,7 +142,10 @@ pub async fn run(
                 None
             }
         };
-    let shared = Arc::new(Shared::default());
+    let shared = Arc::new(Shared {
+        tunnels: cfg.tunnels.clone(),
+        ..Shared::default()
+    });
     let mut listeners: HashMap<Frontend, JoinHandle<()>> = HashMap::new();
     let mut failed: HashMap<Frontend, String> = HashMap::new();
     let mut udp_listeners: HashMap<Frontend, JoinHandle<()>> = HashMap::new();
@@ -172,12 +181,22 @@ pub async fn run(
     tracing::info!(node = %cfg.node, "service proxy started");
     let mut reach = Reachability::default();
     loop {
-        reach.update(&cfg.node, &nodes.store().list());
+        if reach.update(&cfg.node, &nodes.store().list(), cfg.tunnels.is_some())
+            && let Some(t) = &cfg.tunnels
+        {
+            t.retain(&|node, at| {
+                reach.via(Some(node))
+                    == Some(Via::Node {
+                        node: node.into(),
+                        at,
+                    })
+            });
+        }
         let table = table::build(
             &services.store().list(),
             &slices.store().list(),
             &cfg.node,
-            &|n: Option<&str>| reach.reachable(n),
+            &|n: Option<&str>| reach.via(n),
         );
         let unserved = table.unserved.clone();
         if unserved != unserved_seen {
@@ -449,52 +468,77 @@ fn forget_stale(shared: &Shared, table: &Table) {
     });
 }
 
-/// Which nodes' pods this host can dial: its own, and those of nodes whose
-/// InternalIP is an address of this host.
+/// How this host reaches each node's pods: its own, and those of nodes
+/// whose InternalIP is an address of this host, directly; those of other
+/// nodes through their tunnel, at the InternalIP and kubelet port their
+/// Node advertises.
 #[derive(Default)]
 struct Reachability {
-    /// Each node's InternalIPs, as last looked at.
-    seen: Vec<(String, Vec<IpAddr>)>,
-    local: Vec<String>,
+    /// Each node's InternalIPs and kubelet port, as last looked at.
+    seen: Vec<(String, Vec<IpAddr>, u16)>,
+    via: HashMap<String, Via>,
 }
 
 impl Reachability {
-    /// Looks again at the nodes whose addresses changed since the last
-    /// call (whether an address is this host's takes a bind to find out).
-    fn update(&mut self, me: &str, nodes: &[Arc<Node>]) {
-        let mut now: Vec<(String, Vec<IpAddr>)> = nodes
+    /// Looks again at the nodes if their addresses changed since the last
+    /// call (whether an address is this host's takes a bind to find out);
+    /// true if it did.
+    fn update(&mut self, me: &str, nodes: &[Arc<Node>], tunnels: bool) -> bool {
+        let mut now: Vec<(String, Vec<IpAddr>, u16)> = nodes
             .iter()
             .filter_map(|n| {
                 let name = n.metadata.name.clone()?;
-                let internal = n
-                    .status
-                    .as_ref()
+                let status = n.status.as_ref();
+                let internal = status
                     .and_then(|s| s.addresses.as_ref())
                     .into_iter()
                     .flatten()
                     .filter(|a| a.type_ == "InternalIP")
                     .filter_map(|a| a.address.parse::<IpAddr>().ok())
                     .collect();
-                Some((name, internal))
+                let port = status
+                    .and_then(|s| s.daemon_endpoints.as_ref())
+                    .and_then(|d| d.kubelet_endpoint.as_ref())
+                    .and_then(|k| u16::try_from(k.port).ok())
+                    .unwrap_or(0);
+                Some((name, internal, port))
             })
             .collect();
         now.sort();
-        if now == self.seen && !self.local.is_empty() {
-            return;
+        if now == self.seen && !self.via.is_empty() {
+            return false;
         }
-        self.local = vec![me.to_string()];
-        for (name, internal) in &now {
-            if name != me && internal.iter().copied().any(is_local_address) {
-                self.local.push(name.clone());
+        self.via = HashMap::from([(me.to_string(), Via::Direct)]);
+        for (name, internal, port) in &now {
+            if name == me {
+                continue;
+            }
+            if internal.iter().copied().any(is_local_address) {
+                self.via.insert(name.clone(), Via::Direct);
+            } else if tunnels
+                && *port != 0
+                && let Some(ip) = internal.iter().find(|ip| ip.is_ipv4()).or(internal.first())
+            {
+                self.via.insert(
+                    name.clone(),
+                    Via::Node {
+                        node: name.as_str().into(),
+                        at: SocketAddr::new(*ip, *port),
+                    },
+                );
             }
         }
         self.seen = now;
+        true
     }
 
     /// Endpoints with no node (a Service's own, like `kubernetes`'s) are
     /// dialled as they are.
-    fn reachable(&self, node: Option<&str>) -> bool {
-        node.is_none_or(|n| self.local.iter().any(|l| l == n))
+    fn via(&self, node: Option<&str>) -> Option<Via> {
+        match node {
+            None => Some(Via::Direct),
+            Some(n) => self.via.get(n).cloned(),
+        }
     }
 }
 
@@ -554,7 +598,7 @@ async fn forward(mut conn: TcpStream, peer: SocketAddr, route: &Route, shared: &
         return refuse(conn);
     }
     for backend in candidates(route, peer, shared) {
-        let dial = tokio::time::timeout(DIAL_TIMEOUT, TcpStream::connect(backend)).await;
+        let dial = tokio::time::timeout(DIAL_TIMEOUT, dial(&backend, shared)).await;
         let mut up = match dial {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
@@ -568,7 +612,6 @@ async fn forward(mut conn: TcpStream, peer: SocketAddr, route: &Route, shared: &
         };
         remember(route, peer, backend, shared);
         let _ = conn.set_nodelay(true);
-        let _ = up.set_nodelay(true);
         let _ = tokio::io::copy_bidirectional(&mut conn, &mut up).await;
         return;
     }
@@ -576,9 +619,33 @@ async fn forward(mut conn: TcpStream, peer: SocketAddr, route: &Route, shared: &
     refuse(conn);
 }
 
+/// A byte stream to an endpoint.
+trait Upstream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Upstream for T {}
+
+/// Connects to `backend`, directly or through its node's tunnel.
+async fn dial(backend: &Endpoint, shared: &Shared) -> std::io::Result<Box<dyn Upstream>> {
+    match &backend.via {
+        Via::Direct => {
+            let s = TcpStream::connect(backend.addr).await?;
+            let _ = s.set_nodelay(true);
+            Ok(Box::new(s))
+        }
+        Via::Node { node, at } => {
+            let t = shared
+                .tunnels
+                .as_ref()
+                .ok_or_else(|| std::io::Error::other("no node tunnel on this host"))?;
+            Ok(Box::new(
+                t.open(node, *at, tunnel::Proto::Tcp, backend.addr).await?,
+            ))
+        }
+    }
+}
+
 /// `sessionAffinity: ClientIP`: the client's next connections go to
 /// `backend` too.
-fn remember(route: &Route, peer: SocketAddr, backend: SocketAddr, shared: &Shared) {
+fn remember(route: &Route, peer: SocketAddr, backend: Endpoint, shared: &Shared) {
     if route.affinity.is_some() {
         shared
             .affinity
@@ -590,14 +657,14 @@ fn remember(route: &Route, peer: SocketAddr, backend: SocketAddr, shared: &Share
 /// The endpoints a new connection (or UDP flow) from `peer` tries, in
 /// order: the one its affinity names, then the next ones in round robin;
 /// at most [`DIAL_TRIES`].
-fn candidates(route: &Route, peer: SocketAddr, shared: &Shared) -> Vec<SocketAddr> {
+fn candidates(route: &Route, peer: SocketAddr, shared: &Shared) -> Vec<Endpoint> {
     let n = route.backends.len();
-    let mut order: Vec<SocketAddr> = Vec::with_capacity(DIAL_TRIES);
+    let mut order: Vec<Endpoint> = Vec::with_capacity(DIAL_TRIES);
     let sticky = route.affinity.and_then(|ttl| {
         let mut aff = shared.affinity.lock();
         let key = (route.name.clone(), peer.ip());
         match aff.get(&key) {
-            Some((b, at)) if at.elapsed() < ttl && route.backends.contains(b) => Some(*b),
+            Some((b, at)) if at.elapsed() < ttl && route.backends.contains(b) => Some(b.clone()),
             _ => {
                 aff.remove(&key);
                 None
@@ -616,7 +683,7 @@ fn candidates(route: &Route, peer: SocketAddr, shared: &Shared) -> Vec<SocketAdd
         if order.len() >= DIAL_TRIES {
             break;
         }
-        let b = route.backends[(start + k) % n];
+        let b = route.backends[(start + k) % n].clone();
         if !order.contains(&b) {
             order.push(b);
         }

@@ -14,9 +14,10 @@
 //! - `sessionAffinity: ClientIP` sends a client back to the endpoint it had,
 //!   for `timeoutSeconds` (10800 by default).
 //!
-//! Endpoints on nodes this host cannot reach are left out (see
-//! [`Reach`]); UDP and SCTP ports are not served (counted, so the proxy can
-//! say so).
+//! Each endpoint carries how this host reaches it ([`Via`]): directly,
+//! or through its node's tunnel; endpoints on nodes it cannot reach at all
+//! are left out (see [`Reach`]). SCTP ports are not served (counted, so
+//! the proxy can say so).
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -55,18 +56,53 @@ pub struct Route {
     /// `namespace/service:port-name` (kube-proxy's ServicePortName).
     pub name: String,
     /// Where new connections may go, in a stable order.
-    pub backends: Vec<SocketAddr>,
+    pub backends: Vec<Endpoint>,
     /// `sessionAffinity: ClientIP`, with its timeout.
     pub affinity: Option<Duration>,
 }
 
-/// Whether an endpoint on `node` can be dialled from this host.
-pub trait Reach {
-    fn reachable(&self, node: Option<&str>) -> bool;
+/// How this host reaches an endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Via {
+    /// Its address is dialled as it is: a pod of this host.
+    Direct,
+    /// Through the tunnel of `node`'s agent at `at`
+    /// ([`crate::agent::tunnel`]).
+    Node { node: Arc<str>, at: SocketAddr },
 }
 
-impl<F: Fn(Option<&str>) -> bool> Reach for F {
-    fn reachable(&self, node: Option<&str>) -> bool {
+/// One endpoint of a route.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Endpoint {
+    pub addr: SocketAddr,
+    pub via: Via,
+}
+
+impl Endpoint {
+    pub fn direct(addr: SocketAddr) -> Endpoint {
+        Endpoint {
+            addr,
+            via: Via::Direct,
+        }
+    }
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.via {
+            Via::Direct => write!(f, "{}", self.addr),
+            Via::Node { node, .. } => write!(f, "{} via {node}", self.addr),
+        }
+    }
+}
+
+/// How an endpoint on `node` is reached from this host, if it is.
+pub trait Reach {
+    fn via(&self, node: Option<&str>) -> Option<Via>;
+}
+
+impl<F: Fn(Option<&str>) -> Option<Via>> Reach for F {
+    fn via(&self, node: Option<&str>) -> Option<Via> {
         self(node)
     }
 }
@@ -85,7 +121,7 @@ pub struct Table {
 
 #[derive(Debug, Clone)]
 struct Backend {
-    addr: SocketAddr,
+    endpoint: Endpoint,
     node: Option<String>,
     ready: bool,
     serving: bool,
@@ -95,21 +131,21 @@ struct Backend {
 /// kube-proxy's choice of endpoints for one kind of traffic: the ready
 /// ones (of this node only, for a `Local` policy), else those terminating
 /// but serving.
-fn pick(all: &[Backend], node: &str, local: bool) -> Vec<SocketAddr> {
+fn pick(all: &[Backend], node: &str, local: bool) -> Vec<Endpoint> {
     let eligible: Vec<&Backend> = all
         .iter()
         .filter(|b| !local || b.node.as_deref() == Some(node))
         .collect();
-    let ready: Vec<SocketAddr> = eligible
+    let ready: Vec<Endpoint> = eligible
         .iter()
         .filter(|b| b.ready)
-        .map(|b| b.addr)
+        .map(|b| b.endpoint.clone())
         .collect();
     let mut out = if ready.is_empty() {
         eligible
             .iter()
             .filter(|b| b.serving && b.terminating)
-            .map(|b| b.addr)
+            .map(|b| b.endpoint.clone())
             .collect()
     } else {
         ready
@@ -247,9 +283,9 @@ fn backends(
             continue;
         };
         for e in &s.endpoints {
-            if !reach.reachable(e.node_name.as_deref()) {
+            let Some(via) = reach.via(e.node_name.as_deref()) else {
                 continue;
-            }
+            };
             let c = e.conditions.clone().unwrap_or_default();
             // Kubernetes: a nil `ready` means ready; `serving` defaults to
             // `ready`; `terminating` to false.
@@ -261,7 +297,10 @@ fn backends(
                     continue;
                 };
                 out.push(Backend {
-                    addr: SocketAddr::new(IpAddr::V4(ip), number),
+                    endpoint: Endpoint {
+                        addr: SocketAddr::new(IpAddr::V4(ip), number),
+                        via: via.clone(),
+                    },
                     node: e.node_name.clone(),
                     ready,
                     serving,
@@ -286,8 +325,8 @@ mod tests {
         Arc::new(serde_json::from_value(v).unwrap())
     }
 
-    fn everywhere(_: Option<&str>) -> bool {
-        true
+    fn everywhere(_: Option<&str>) -> Option<Via> {
+        Some(Via::Direct)
     }
 
     fn web() -> Arc<Service> {
@@ -429,9 +468,38 @@ mod tests {
             "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
             "endpoints": [{"addresses": ["10.42.1.6"]}]
         }));
-        let reach = |n: Option<&str>| n != Some("far");
+        let reach = |n: Option<&str>| (n != Some("far")).then_some(Via::Direct);
         let t = build(&[web()], &[sl, other, elsewhere], "here", &reach);
         assert_eq!(addrs(&t, CLUSTER), ["10.42.1.2:8080"]);
+    }
+
+    #[test]
+    fn endpoints_on_other_hosts_go_through_their_node() {
+        let sl = web_slice(json!([
+            {"addresses": ["127.42.1.2"], "nodeName": "here"},
+            {"addresses": ["127.42.9.2"], "nodeName": "far"},
+        ]));
+        let far: SocketAddr = "192.0.2.9:10250".parse().unwrap();
+        let reach = |n: Option<&str>| match n {
+            Some("far") => Some(Via::Node {
+                node: "far".into(),
+                at: far,
+            }),
+            _ => Some(Via::Direct),
+        };
+        let t = build(&[web()], &[sl], "here", &reach);
+        assert_eq!(
+            addrs(&t, CLUSTER),
+            ["127.42.1.2:8080", "127.42.9.2:8080 via far"]
+        );
+        let far_one = &t.routes[&CLUSTER].backends[1];
+        assert_eq!(
+            far_one.via,
+            Via::Node {
+                node: "far".into(),
+                at: far
+            }
+        );
     }
 
     #[test]
