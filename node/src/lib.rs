@@ -17,6 +17,7 @@ pub mod join;
 pub mod leader;
 pub mod scheduler;
 pub mod server;
+pub mod spdy;
 pub mod websocket;
 
 pub use server::{Server, ServerConfig};

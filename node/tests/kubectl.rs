@@ -1302,6 +1302,133 @@ async fn udp_service_ports_are_proxied() {
     .await;
 }
 
+/// A `kubectl port-forward` process, killed when dropped. Its stdout is
+/// kept open: kubectl dies of SIGPIPE writing to a closed one.
+struct PortForward {
+    child: std::process::Child,
+    _stdout: BufReader<std::process::ChildStdout>,
+}
+
+impl PortForward {
+    /// Starts `kubectl port-forward pod/NAME LOCAL:REMOTE` (over WebSocket,
+    /// kubectl's default, or with `spdy` the SPDY upgrade kubectl falls
+    /// back to) and waits for it to listen.
+    fn start(m: &Member, pod: &str, local: u16, remote: u16, spdy: bool) -> PortForward {
+        let mut child = Command::new("kubectl")
+            .arg(format!("--kubeconfig={}", m.kubeconfig().display()))
+            .args(["port-forward", &format!("pod/{pod}")])
+            .arg(format!("{local}:{remote}"))
+            .env(
+                "KUBECTL_PORT_FORWARD_WEBSOCKETS",
+                if spdy { "false" } else { "true" },
+            )
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("kubectl port-forward");
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut first = String::new();
+        out.read_line(&mut first).unwrap();
+        assert!(first.starts_with("Forwarding from"), "{first}");
+        PortForward {
+            child,
+            _stdout: out,
+        }
+    }
+
+    /// What kubectl said on stderr, once it has exited (killed if not).
+    fn stderr(mut self) -> String {
+        let _ = self.child.kill();
+        let mut err = String::new();
+        std::io::Read::read_to_string(&mut self.child.stderr.take().unwrap(), &mut err).unwrap();
+        err
+    }
+}
+
+impl Drop for PortForward {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `kubectl port-forward` reaches a pod's port over both of kubectl's
+/// transports, one SPDY stream pair per local connection; a port nobody
+/// listens on gets the kubelet's error; RBAC decides who may forward.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn port_forward_reaches_a_pods_port() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = start(tmp.path()).await;
+    let pod = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: web}}\nspec:\n  runtimeClassName: wasm\n  containers:\n  - name: web\n    image: {}\n    ports: [{{containerPort: 8080}}]\n",
+        common::wasm("hello-http.wasm")
+    );
+    kubectl_ok(&m, &["apply", "-f", "-"], Some(&pod));
+    kubectl_ok(
+        &m,
+        &["wait", "--for=condition=Ready", "pod/web", "--timeout=30s"],
+        None,
+    );
+    for spdy in [false, true] {
+        let local = common::free_tcp();
+        let pf = PortForward::start(&m, "web", local, 8080, spdy);
+        for i in 0..3 {
+            let path = format!("/through-kubectl-{spdy}-{i}");
+            let answer = common::http_get(&format!("127.0.0.1:{local}"), &path)
+                .unwrap_or_else(|e| panic!("spdy={spdy}: {e}"));
+            assert!(
+                answer.starts_with("HTTP/1.1 200") && answer.contains(&path),
+                "{answer}"
+            );
+        }
+        drop(pf);
+    }
+
+    // Nothing listens on 9999: the connection fails, and kubectl reports
+    // the error the agent sent on the stream's error channel.
+    let local = common::free_tcp();
+    let pf = PortForward::start(&m, "web", local, 9999, false);
+    assert!(
+        common::http_get(&format!("127.0.0.1:{local}"), "/").map_or(true, |a| a.is_empty()),
+        "a closed port answered"
+    );
+    let err = pf.stderr();
+    assert!(
+        err.contains("error forwarding port 9999 to pod web"),
+        "{err}"
+    );
+
+    // A user who may only view pods may not forward.
+    kubectl_ok(&m, &["create", "serviceaccount", "viewer"], None);
+    kubectl_ok(
+        &m,
+        &[
+            "create",
+            "rolebinding",
+            "viewer",
+            "--clusterrole=view",
+            "--serviceaccount=default:viewer",
+        ],
+        None,
+    );
+    let token = kubectl_ok(&m, &["create", "token", "viewer"], None);
+    let (ok, _, err) = kubectl(
+        &m,
+        &[
+            &format!("--token={}", token.trim()),
+            "port-forward",
+            "pod/web",
+            &format!("{}:8080", common::free_tcp()),
+        ],
+        None,
+    );
+    assert!(!ok);
+    assert!(
+        err.contains("cannot create resource \"pods/portforward\""),
+        "{err}"
+    );
+}
+
 fn nix_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .unwrap_or_default()

@@ -368,6 +368,7 @@ impl LogServer {
             Some(&"containerLogs") => "log",
             Some(&"exec") => "exec",
             Some(&"attach") => "attach",
+            Some(&"portForward") => "portforward",
             _ => "proxy",
         };
         if !may_read(&user) {
@@ -403,6 +404,10 @@ impl LogServer {
             (&Method::GET | &Method::POST, ["attach", ns, pod, container]) => {
                 let (ns, pod, container) = (ns.to_string(), pod.to_string(), container.to_string());
                 self.attach(req, &ns, &pod, &container).await
+            }
+            (&Method::GET | &Method::POST, ["portForward", ns, pod]) => {
+                let (ns, pod) = (ns.to_string(), pod.to_string());
+                self.port_forward(req, &ns, &pod)
             }
             _ => text(StatusCode::NOT_FOUND, "404 page not found"),
         }

@@ -35,6 +35,7 @@ pub mod logs;
 mod node;
 mod plan;
 mod podnet;
+mod portforward;
 mod probe;
 pub mod proxy;
 mod resolve;

@@ -83,8 +83,72 @@ pub async fn pod_stream(
             .filter_map(|f| q.get(*f).map(|v| format!("{f}={}", percent_encode(v)))),
     );
     let path = format!("/{sub}/{ns}/{name}/{container}?{}", query.join("&"));
-    proxy_upgrade(objects, kubelet, agents, &pod, &path, req).await
+    proxy_upgrade(
+        objects,
+        kubelet,
+        agents,
+        &pod,
+        &path,
+        req,
+        Refusal::OnErrorChannel,
+    )
+    .await
 }
+
+/// `pods/{name}/portforward`: the agent's `/portForward/...`, whose
+/// session (SPDY, in WebSocket or on the connection) is passed through.
+pub async fn port_forward(
+    objects: &Objects,
+    kubelet: Option<&KubeletClient>,
+    agents: &super::quic::AgentLinks,
+    t: &Target,
+    req: Request<Body>,
+) -> Result<Response<Body>, ApiError> {
+    let name = t.name.as_deref().unwrap_or("");
+    let ns = t.namespace.as_deref().unwrap_or("");
+    let pod = objects
+        .get(&t.key_of())
+        .await?
+        .ok_or_else(|| ApiError::not_found("", "pods", name))?
+        .object;
+    let phase = pod["status"]["phase"].as_str().unwrap_or("Pending");
+    if phase != "Running" {
+        return Err(ApiError::bad_request(format!(
+            "unable to forward port because pod is not running. Current status={phase}"
+        )));
+    }
+    let path = format!("/portForward/{ns}/{name}");
+    proxy_upgrade(
+        objects,
+        kubelet,
+        agents,
+        &pod,
+        &path,
+        req,
+        Refusal::AsStatus,
+    )
+    .await
+}
+
+/// What the client gets when the agent refuses the upgrade.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// A WebSocket with the Status on its error channel (exec, attach:
+    /// an answer before the upgrade would send kubectl to SPDY).
+    OnErrorChannel,
+    /// The Status as the answer (port-forward, which speaks SPDY too).
+    AsStatus,
+}
+
+/// The upgrade headers passed to the agent and back.
+const UPGRADE_HEADERS: [&str; 6] = [
+    "upgrade",
+    "connection",
+    "sec-websocket-key",
+    "sec-websocket-version",
+    "sec-websocket-protocol",
+    "x-stream-protocol-version",
+];
 
 /// Makes the client's WebSocket handshake with the agent at `path`, then
 /// answers the client with the agent's `101` and joins the connections.
@@ -95,37 +159,36 @@ pub async fn proxy_upgrade(
     pod: &Value,
     path: &str,
     req: Request<Body>,
+    refusal: Refusal,
 ) -> Result<Response<Body>, ApiError> {
     let mut headers = HeaderMap::new();
-    for h in [
-        header::UPGRADE,
-        header::CONNECTION,
-        header::SEC_WEBSOCKET_KEY,
-        header::SEC_WEBSOCKET_VERSION,
-        header::SEC_WEBSOCKET_PROTOCOL,
-    ] {
-        if let Some(v) = req.headers().get(&h) {
+    for h in UPGRADE_HEADERS {
+        if let Some(v) = req.headers().get(h) {
             headers.insert(h, v.clone());
         }
     }
     let agent = agent_request(objects, kubelet, agents, pod, path, &headers).await?;
     if agent.status() != StatusCode::SWITCHING_PROTOCOLS {
-        // What the agent refused (a command that cannot run there) goes on
-        // the error channel, as the kubelet reports runtime errors: an
-        // answer before the upgrade would send kubectl to SPDY instead.
         let node = pod["spec"]["nodeName"].as_str().unwrap_or("");
-        let status = agent_error(node, agent).await.to_status();
-        return Ok(upgrade_with_status(req, status));
+        let error = agent_error(node, agent).await;
+        return match refusal {
+            Refusal::AsStatus => Err(error),
+            // What the agent refused (a command that cannot run there)
+            // goes on the error channel, as the kubelet reports runtime
+            // errors.
+            Refusal::OnErrorChannel => Ok(upgrade_with_status(req, error.to_status())),
+        };
     }
     let mut resp = full(StatusCode::SWITCHING_PROTOCOLS, "", bytes::Bytes::new());
     resp.headers_mut().remove(header::CONTENT_TYPE);
     for h in [
-        header::UPGRADE,
-        header::CONNECTION,
-        header::SEC_WEBSOCKET_ACCEPT,
-        header::SEC_WEBSOCKET_PROTOCOL,
+        "upgrade",
+        "connection",
+        "sec-websocket-accept",
+        "sec-websocket-protocol",
+        "x-stream-protocol-version",
     ] {
-        if let Some(v) = agent.headers().get(&h) {
+        if let Some(v) = agent.headers().get(h) {
             resp.headers_mut().insert(h, v.clone());
         }
     }

@@ -482,6 +482,24 @@ impl ApiServer {
                 )
                 .await
             }
+            ["api", "v1", "namespaces", ns, "pods", name, "portforward"]
+                if get || req.method() == Method::POST =>
+            {
+                let target = handlers::Target::parse(
+                    "",
+                    "v1",
+                    &["namespaces", ns, "pods", name, "portforward"],
+                )?;
+                rbac::authorize(&self.objects, user, "create", &target).await?;
+                exec::port_forward(
+                    &self.objects,
+                    self.kubelet.as_ref(),
+                    &self.agents,
+                    &target,
+                    req,
+                )
+                .await
+            }
             ["api", "v1", "namespaces", ns, "pods", name, "log"] if get => {
                 let target =
                     handlers::Target::parse("", "v1", &["namespaces", ns, "pods", name, "log"])?;
