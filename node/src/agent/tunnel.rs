@@ -398,11 +398,14 @@ pub async fn write_frame<W: tokio::io::AsyncWrite + Unpin>(w: &mut W, d: &[u8]) 
 /// An open stream to a pod on another node.
 pub type Stream = tokio::io::Join<RecvStream, SendStream>;
 
+/// A node's connection, dialled by the first stream that needs it.
+type Slot = Arc<tokio::sync::Mutex<Option<quinn::Connection>>>;
+
 /// The dialling end: one QUIC connection per node, made on first use and
 /// again when it breaks.
 pub struct Tunnels {
     endpoint: quinn::Endpoint,
-    conns: Mutex<HashMap<(String, SocketAddr), Arc<tokio::sync::Mutex<Option<quinn::Connection>>>>>,
+    conns: Mutex<HashMap<(String, SocketAddr), Slot>>,
 }
 
 impl Tunnels {

@@ -57,7 +57,22 @@ pub async fn run(client: Client, stop: watch::Receiver<bool>) {
             })
         },
         all_on_change(&ctx, classes.subscribe()),
-        all_on_change(&ctx, nodes.subscribe()),
+        {
+            // Nodes change at every heartbeat; the statuses only when the
+            // Ready gateways' addresses do.
+            let ctx = ctx.clone();
+            let mut rx = nodes.subscribe();
+            tokio::spawn(async move {
+                let mut last = None;
+                while rx.recv().await.is_some() {
+                    let now = addresses(&ctx.nodes.list());
+                    if last.as_ref() != Some(&now) {
+                        last = Some(now);
+                        requeue_all(&ctx);
+                    }
+                }
+            })
+        },
         ingresses.start(),
         classes.start(),
         nodes.start(),
@@ -83,7 +98,7 @@ pub async fn run(client: Client, stop: watch::Receiver<bool>) {
     drop((ingresses, classes, nodes));
 }
 
-/// A class or node change may change every Ingress's status.
+/// A class change may change every Ingress's status.
 fn all_on_change<K: Send + Sync + 'static>(
     ctx: &Arc<Ctx>,
     mut rx: tokio::sync::mpsc::UnboundedReceiver<Arc<Event<K>>>,
@@ -91,11 +106,15 @@ fn all_on_change<K: Send + Sync + 'static>(
     let ctx = ctx.clone();
     tokio::spawn(async move {
         while rx.recv().await.is_some() {
-            for i in ctx.ingresses.list() {
-                ctx.queue.add(key_of(&i.metadata));
-            }
+            requeue_all(&ctx);
         }
     })
+}
+
+fn requeue_all(ctx: &Ctx) {
+    for i in ctx.ingresses.list() {
+        ctx.queue.add(key_of(&i.metadata));
+    }
 }
 
 /// The addresses of the Ready gateway nodes, sorted.

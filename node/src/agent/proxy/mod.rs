@@ -146,10 +146,8 @@ pub async fn run(
         tunnels: cfg.tunnels.clone(),
         ..Shared::default()
     });
-    let mut listeners: HashMap<Frontend, JoinHandle<()>> = HashMap::new();
-    let mut failed: HashMap<Frontend, String> = HashMap::new();
-    let mut udp_listeners: HashMap<Frontend, JoinHandle<()>> = HashMap::new();
-    let mut udp_failed: HashMap<Frontend, String> = HashMap::new();
+    let mut listeners = Listeners::new("TCP");
+    let mut udp_listeners = Listeners::new("UDP");
     let mut unserved_seen = Vec::new();
     let mut dns_server: Option<JoinHandle<()>> = None;
     let mut dns_failed: Option<String> = None;
@@ -252,6 +250,7 @@ pub async fn run(
                 match bind(*addr) {
                     Ok(l) => {
                         let scheme = if *tls { "https" } else { "http" };
+                        failed_gateway.retain(|a| a != addr);
                         tracing::info!(node = %cfg.node, %addr, scheme, "ingress gateway listening");
                         *task = Some(if *tls {
                             tokio::spawn(gateway::serve_https(l, gw.clone(), shared.clone()))
@@ -300,58 +299,12 @@ pub async fn run(
             .collect();
         forget_stale(&shared, &table);
         *shared.table.write() = Arc::new(table);
-        udp_listeners.retain(|f, task| {
-            let keep = udp_wanted.contains(f) && !task.is_finished();
-            if !keep {
-                task.abort();
-            }
-            keep
+        udp_listeners.upkeep(&udp_wanted, udp::bind, |sock, f| {
+            tokio::spawn(udp::serve(sock, f, shared.clone()))
         });
-        udp_failed.retain(|f, _| udp_wanted.contains(f));
-        for f in udp_wanted {
-            if udp_listeners.contains_key(&f) {
-                continue;
-            }
-            match udp::bind(f.bind_addr()) {
-                Ok(sock) => {
-                    udp_failed.remove(&f);
-                    udp_listeners.insert(f, tokio::spawn(udp::serve(sock, f, shared.clone())));
-                }
-                Err(e) => {
-                    let msg = e.to_string();
-                    if udp_failed.get(&f) != Some(&msg) {
-                        tracing::warn!(frontend = %f.bind_addr(), "service proxy: cannot listen on UDP: {msg}; retrying every {RESYNC:?}");
-                        udp_failed.insert(f, msg);
-                    }
-                }
-            }
-        }
-        listeners.retain(|f, task| {
-            let keep = wanted.contains(f) && !task.is_finished();
-            if !keep {
-                task.abort();
-            }
-            keep
+        listeners.upkeep(&wanted, bind, |l, f| {
+            tokio::spawn(serve(l, f, shared.clone()))
         });
-        failed.retain(|f, _| wanted.contains(f));
-        for f in wanted {
-            if listeners.contains_key(&f) {
-                continue;
-            }
-            match bind(f.bind_addr()) {
-                Ok(l) => {
-                    failed.remove(&f);
-                    listeners.insert(f, tokio::spawn(serve(l, f, shared.clone())));
-                }
-                Err(e) => {
-                    let msg = e.to_string();
-                    if failed.get(&f) != Some(&msg) {
-                        tracing::warn!(frontend = %f.bind_addr(), "service proxy: cannot listen: {msg}; retrying every {RESYNC:?}");
-                        failed.insert(f, msg);
-                    }
-                }
-            }
-        }
         // Wait for a change (then let its neighbours arrive), a retry, or stop.
         let changed = tokio::select! {
             r = svc_rx.recv() => r.is_some(),
@@ -372,9 +325,8 @@ pub async fn run(
         while ing_rx.try_recv().is_ok() {}
         while class_rx.try_recv().is_ok() {}
     }
-    for (_, t) in listeners.into_iter().chain(udp_listeners) {
-        t.abort();
-    }
+    listeners.abort_all();
+    udp_listeners.abort_all();
     for t in gateway_listeners.into_iter().filter_map(|(_, _, t)| t) {
         t.abort();
     }
@@ -466,6 +418,67 @@ fn forget_stale(shared: &Shared, table: &Table) {
             .flatten()
             .is_some_and(|t| at.elapsed() < t)
     });
+}
+
+/// One listening task per frontend that should have one.
+struct Listeners {
+    /// The protocol, for the log.
+    what: &'static str,
+    tasks: HashMap<Frontend, JoinHandle<()>>,
+    /// Frontends whose bind failed, with the error last logged.
+    failed: HashMap<Frontend, String>,
+}
+
+impl Listeners {
+    fn new(what: &'static str) -> Listeners {
+        Listeners {
+            what,
+            tasks: HashMap::new(),
+            failed: HashMap::new(),
+        }
+    }
+
+    /// Ends the tasks of frontends no longer `wanted` (and those that
+    /// ended), and starts one for each wanted frontend without: `bind`,
+    /// then `serve`. A failed bind is logged once per error and tried again
+    /// at the next call.
+    fn upkeep<L>(
+        &mut self,
+        wanted: &[Frontend],
+        bind: impl Fn(SocketAddr) -> std::io::Result<L>,
+        serve: impl Fn(L, Frontend) -> JoinHandle<()>,
+    ) {
+        self.tasks.retain(|f, task| {
+            let keep = wanted.contains(f) && !task.is_finished();
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+        self.failed.retain(|f, _| wanted.contains(f));
+        for &f in wanted {
+            if self.tasks.contains_key(&f) {
+                continue;
+            }
+            match bind(f.bind_addr()) {
+                Ok(l) => {
+                    self.failed.remove(&f);
+                    self.tasks.insert(f, serve(l, f));
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    if self.failed.get(&f) != Some(&msg) {
+                        tracing::warn!(frontend = %f.bind_addr(), "service proxy: cannot listen on {}: {msg}; retrying every {RESYNC:?}", self.what);
+                        self.failed.insert(f, msg);
+                    }
+                }
+            }
+        }
+    }
+
+    fn abort_all(self) {
+        self.tasks.into_values().for_each(|t| t.abort());
+    }
 }
 
 /// How this host reaches each node's pods: its own, and those of nodes
