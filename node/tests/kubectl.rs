@@ -1429,6 +1429,96 @@ async fn port_forward_reaches_a_pods_port() {
     );
 }
 
+/// A wasm guest's outgoing HTTP request to a Service's name reaches it:
+/// short names through the pod's search domains, as its resolv.conf would
+/// read, with the guest's own `Host` header; unknown names still fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wasm_pods_reach_services_by_name() {
+    if !nix_root() {
+        eprintln!("skipped: cluster IPs need root");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let m = start(tmp.path()).await;
+    let manifests = format!(
+        r#"apiVersion: v1
+kind: Namespace
+metadata: {{name: shop}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: echo, namespace: shop, labels: {{app: echo}}}}
+spec:
+  runtimeClassName: wasm
+  containers: [{{name: echo, image: {echo}, ports: [{{containerPort: 8080}}]}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: echo, namespace: shop}}
+spec:
+  selector: {{app: echo}}
+  ports: [{{port: 80, targetPort: 8080}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: fetch, namespace: shop}}
+spec:
+  runtimeClassName: wasm
+  containers: [{{name: fetch, image: {fetch}, ports: [{{containerPort: 8080}}]}}]
+"#,
+        echo = common::wasm("echo-http.wasm"),
+        fetch = common::wasm("fetch-http.wasm"),
+    );
+    kubectl_ok(&m, &["apply", "-f", "-"], Some(&manifests));
+    kubectl_ok(
+        &m,
+        &[
+            "-n",
+            "shop",
+            "wait",
+            "--for=condition=Ready",
+            "pod/echo",
+            "pod/fetch",
+            "--timeout=30s",
+        ],
+        None,
+    );
+    let fetch_ip = kubectl_ok(
+        &m,
+        &[
+            "-n",
+            "shop",
+            "get",
+            "pod",
+            "fetch",
+            "-o",
+            "jsonpath={.status.podIP}",
+        ],
+        None,
+    );
+    let fetch = |url: &str| common::http_get(&format!("{fetch_ip}:8080"), &format!("/?url={url}"));
+    for (name, path) in [
+        ("echo", "/short"),
+        ("echo.shop", "/with-namespace"),
+        ("echo.shop.svc.cluster.local", "/fqdn"),
+        ("echo.shop.svc.cluster.local.", "/absolute"),
+    ] {
+        let answer = wait_for(&format!("the guest to reach http://{name}"), READY, || {
+            fetch(&format!("http://{name}{path}"))
+                .and_then(|a| a.contains("status 200").then_some(a.clone()).ok_or(a))
+        })
+        .await;
+        assert!(answer.contains(&format!("GET {path}")), "{answer}");
+        // The request still names the Service as the guest wrote it.
+        assert!(answer.contains(&format!("authority {name}")), "{answer}");
+    }
+    let answer = fetch("http://no-such-service/").unwrap();
+    assert!(
+        answer.starts_with("HTTP/1.1 502") && answer.contains("DnsError"),
+        "{answer}"
+    );
+}
+
 fn nix_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .unwrap_or_default()

@@ -328,6 +328,36 @@ pub struct ContainerSpec {
     /// The pod's network namespace (`/var/run/netns/...`) that a container
     /// joins; `None` shares the host's network (wasm guests always do).
     pub network_namespace: Option<PathBuf>,
+    /// How the pod's names resolve in the cluster (its resolv.conf's
+    /// `search` and `ndots`), for runtimes that resolve names themselves:
+    /// wasm guests share the host's network and resolver. `None`: the
+    /// pod's DNS is the host's (`dnsPolicy: Default`, host network, no
+    /// cluster DNS).
+    pub names: Option<std::sync::Arc<NameSearch>>,
+}
+
+/// A pod's cluster name search: names with fewer than `ndots` dots are
+/// tried with each of `domains` appended first, as a resolver with that
+/// resolv.conf would.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NameSearch {
+    pub domains: Vec<String>,
+    pub ndots: usize,
+}
+
+impl NameSearch {
+    /// The names to look up for `host`, in order.
+    pub fn candidates(&self, host: &str) -> Vec<String> {
+        if let Some(absolute) = host.strip_suffix('.') {
+            return vec![absolute.to_string()];
+        }
+        let searched = self.domains.iter().map(|d| format!("{host}.{d}"));
+        if host.matches('.').count() >= self.ndots {
+            std::iter::once(host.to_string()).chain(searched).collect()
+        } else {
+            searched.chain(std::iter::once(host.to_string())).collect()
+        }
+    }
 }
 
 impl ContainerSpec {
@@ -347,6 +377,7 @@ impl ContainerSpec {
             active_deadline: None,
             hostname: None,
             network_namespace: None,
+            names: None,
         }
     }
 
@@ -684,6 +715,27 @@ pub fn rfc3339_nanos(t: SystemTime) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_are_searched_as_resolv_conf_says() {
+        let s = NameSearch {
+            domains: vec!["shop.svc.cluster.local".into(), "svc.cluster.local".into()],
+            ndots: 5,
+        };
+        assert_eq!(
+            s.candidates("web"),
+            ["web.shop.svc.cluster.local", "web.svc.cluster.local", "web"]
+        );
+        assert_eq!(
+            s.candidates("web.shop.svc.cluster.local.")[..],
+            ["web.shop.svc.cluster.local"]
+        );
+        let few = NameSearch {
+            ndots: 1,
+            ..s.clone()
+        };
+        assert_eq!(few.candidates("example.com")[0], "example.com");
+    }
 
     #[test]
     fn image_refs_follow_dockers_rules() {

@@ -2,14 +2,16 @@
 //! quota, and the stdout/stderr streams that become the container's log.
 
 use std::fs::File;
+use std::future::Future;
 use std::io::Write;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
-use skiff_sdk::runtime::{LogLine, LogStream};
+use skiff_sdk::runtime::{LogLine, LogStream, NameSearch};
 use tokio::io::AsyncWrite;
 use wasmtime::component::ResourceTable;
 use wasmtime::{ResourceLimiter, Store, UpdateDeadline};
@@ -17,7 +19,7 @@ use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
-use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
 /// Store data for components (commands and HTTP handlers).
 pub(crate) struct Host {
@@ -25,6 +27,91 @@ pub(crate) struct Host {
     pub http: WasiHttpCtx,
     pub table: ResourceTable,
     pub limits: Limits,
+    pub hooks: Hooks,
+}
+
+/// Looks names up in the cluster's DNS records (the node's), for the
+/// guests' outgoing HTTP requests.
+pub trait NameResolver: Send + Sync {
+    /// The addresses of `name` (lower case, no trailing dot); empty if the
+    /// cluster has no such name.
+    fn resolve(&self, name: &str) -> Vec<IpAddr>;
+}
+
+/// The runtime's cluster name resolver, if the node gave it one.
+#[derive(Clone)]
+pub struct ClusterNames(pub Arc<dyn NameResolver>);
+
+impl std::fmt::Debug for ClusterNames {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClusterNames")
+    }
+}
+
+/// The outgoing-request hooks of one instance: a request to an `http://`
+/// name the cluster knows (tried through the pod's search domains, as its
+/// resolv.conf would) goes to that address, its `Host` header unchanged;
+/// other names go to the host's resolver as before. `https://` names keep
+/// the host's resolver: connecting by address would change the name TLS
+/// checks.
+#[derive(Default)]
+pub(crate) struct Hooks {
+    pub names: Option<(ClusterNames, Arc<NameSearch>)>,
+}
+
+impl Hooks {
+    /// Where a request to `uri` should go instead, if the cluster names it.
+    fn cluster_authority(&self, uri: &http::Uri) -> Option<http::uri::Authority> {
+        let (names, search) = self.names.as_ref()?;
+        if uri.scheme() != Some(&http::uri::Scheme::HTTP) {
+            return None;
+        }
+        let host = uri.host()?.to_ascii_lowercase();
+        if host.parse::<IpAddr>().is_ok() || host.starts_with('[') {
+            return None;
+        }
+        let ip = search
+            .candidates(&host)
+            .iter()
+            .find_map(|name| names.0.resolve(name).into_iter().next())?;
+        let port = uri.port_u16().unwrap_or(80);
+        SocketAddr::new(ip, port).to_string().parse().ok()
+    }
+}
+
+type ResponseFuture = Box<
+    dyn Future<
+            Output = wasmtime_wasi_http::Result<(
+                http::Response<wasmtime_wasi_http::WasiBody>,
+                Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+            )>,
+        > + Send,
+>;
+
+impl WasiHttpHooks for Hooks {
+    fn send_request(
+        &mut self,
+        mut request: http::Request<wasmtime_wasi_http::WasiBody>,
+        options: Option<wasmtime_wasi_http::RequestOptions>,
+        fut: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+    ) -> ResponseFuture {
+        _ = fut;
+        if let Some(authority) = self.cluster_authority(request.uri()) {
+            let mut parts = request.uri().clone().into_parts();
+            parts.authority = Some(authority);
+            if let Ok(uri) = http::Uri::from_parts(parts) {
+                *request.uri_mut() = uri;
+            }
+        }
+        Box::new(async move {
+            use http_body_util::BodyExt;
+            let (res, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
+            Ok((
+                res.map(BodyExt::boxed_unsync),
+                Box::new(io) as Box<dyn Future<Output = _> + Send>,
+            ))
+        })
+    }
 }
 
 impl WasiView for Host {
@@ -41,7 +128,7 @@ impl WasiHttpView for Host {
         WasiHttpCtxView {
             ctx: &mut self.http,
             table: &mut self.table,
-            hooks: Default::default(),
+            hooks: &mut self.hooks,
         }
     }
 }

@@ -9,5 +9,6 @@ mod runtime;
 
 pub use engine::{CompileSource, EngineConfig, WasmKind};
 pub use error::Error;
+pub use host::{ClusterNames, NameResolver};
 pub use http::serve;
 pub use runtime::{IdleInstances, RuntimeConfig, WasmRuntime};

@@ -38,7 +38,7 @@ use crate::Error;
 use crate::engine::{
     CompileCache, CompileSource, Compiled, EngineConfig, FileStamp, Ticker, WasmKind,
 };
-use crate::host::{Host, Limits, LogSink, P1Host, configure_store};
+use crate::host::{ClusterNames, Hooks, Host, Limits, LogSink, P1Host, configure_store};
 
 /// How a [`WasmRuntime`] is set up.
 #[derive(Clone, Debug)]
@@ -53,6 +53,9 @@ pub struct RuntimeConfig {
     /// Requests one HTTP handler serves at once unless its spec says
     /// otherwise.
     pub default_http_concurrency: u32,
+    /// The cluster's names, for guests' outgoing HTTP requests (with each
+    /// pod's [`ContainerSpec::names`]); `None`: the host's resolver only.
+    pub names: Option<ClusterNames>,
 }
 
 impl RuntimeConfig {
@@ -63,6 +66,7 @@ impl RuntimeConfig {
             registry: RegistryClient::new(),
             worker_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
             default_http_concurrency: 256,
+            names: None,
         }
     }
 }
@@ -791,6 +795,13 @@ impl Inner {
         Ok(pre)
     }
 
+    /// The outgoing-request hooks of an instance of `spec`.
+    fn hooks(&self, spec: &ContainerSpec) -> Hooks {
+        Hooks {
+            names: self.config.names.clone().zip(spec.names.clone()),
+        }
+    }
+
     fn limits(&self, spec: &ContainerSpec) -> Limits {
         Limits::new(
             spec.limits.memory_bytes,
@@ -944,6 +955,7 @@ async fn run_entry(
                 http: WasiHttpCtx::new(),
                 table: ResourceTable::new(),
                 limits: inner.limits(spec),
+                hooks: inner.hooks(spec),
             };
             let mut store = wasmtime::Store::new(&inner.engine, host);
             configure_store(&mut store);
@@ -1016,6 +1028,7 @@ impl HttpHandler {
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
             limits: inner.limits(&self.spec),
+            hooks: inner.hooks(&self.spec),
         };
         let mut store = wasmtime::Store::new(&inner.engine, host);
         configure_store(&mut store);

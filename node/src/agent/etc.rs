@@ -40,6 +40,37 @@ fn push_unique(list: &mut Vec<String>, item: String) {
     }
 }
 
+/// The cluster name search of a pod whose resolv.conf would point at the
+/// cluster DNS (`cluster_dns`): its `search` domains and `ndots`, for wasm
+/// guests, which resolve names on the host. `None` for the other policies.
+pub fn name_search(
+    pod: &Pod,
+    host: &str,
+    cluster_dns: Option<IpAddr>,
+) -> Option<skiff_sdk::runtime::NameSearch> {
+    let dns = cluster_dns?;
+    let conf = resolv_conf(pod, host, Some(dns));
+    let field = |key: &str| {
+        conf.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .unwrap_or("")
+            .split_whitespace()
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    if !field("nameserver ").contains(&dns.to_string()) {
+        return None;
+    }
+    let ndots = field("options ")
+        .iter()
+        .find_map(|o| o.strip_prefix("ndots:")?.parse().ok())
+        .unwrap_or(1);
+    Some(skiff_sdk::runtime::NameSearch {
+        domains: field("search "),
+        ndots,
+    })
+}
+
 /// The pod's resolv.conf, as the kubelet makes it: `ClusterFirst` (the
 /// default) points at the cluster DNS with the namespace's search path
 /// (the host's search domains after it), `Default` copies the host's, `None`
@@ -229,6 +260,34 @@ mod tests {
 
     const HOST: &str = "nameserver 192.0.2.53\nsearch corp.example\noptions edns0\n";
     const DNS: Option<IpAddr> = Some(IpAddr::V4(std::net::Ipv4Addr::new(10, 43, 0, 10)));
+
+    #[test]
+    fn wasm_guests_search_the_names_resolv_conf_would() {
+        let s = name_search(&pod(json!({"containers": []})), HOST, DNS).unwrap();
+        assert_eq!(
+            s.domains,
+            [
+                "shop.svc.cluster.local",
+                "svc.cluster.local",
+                "cluster.local",
+                "corp.example"
+            ]
+        );
+        assert_eq!(s.ndots, 5);
+        let own =
+            json!({"containers": [], "dnsConfig": {"options": [{"name": "ndots", "value": "2"}]}});
+        assert_eq!(name_search(&pod(own), HOST, DNS).unwrap().ndots, 2);
+        for other in [
+            json!({"containers": [], "dnsPolicy": "Default"}),
+            json!({"containers": [], "hostNetwork": true}),
+        ] {
+            assert_eq!(name_search(&pod(other), HOST, DNS), None);
+        }
+        assert_eq!(
+            name_search(&pod(json!({"containers": []})), HOST, None),
+            None
+        );
+    }
 
     #[test]
     fn dns_policies() {

@@ -53,6 +53,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use consensus::pki::NodeTls;
 use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use parking_lot::Mutex;
 use skiff_sched::Resources;
 use skiff_sdk::client::informer::{Event, Informer, Store};
@@ -287,8 +288,19 @@ pub async fn run_with(
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
-    let runtime = WasmRuntime::new(RuntimeConfig::new(cfg.data_dir.join("wasm")))
-        .context("starting the wasm runtime")?;
+    let services: Arc<Informer<Service>> = Informer::new(Api::all(&client), ListParams::default());
+    let slices: Arc<Informer<EndpointSlice>> =
+        Informer::new(Api::all(&client), ListParams::default());
+    let mut wasm_config = RuntimeConfig::new(cfg.data_dir.join("wasm"));
+    // Wasm guests share the host's resolver; their outgoing HTTP requests
+    // find the cluster's names in the same caches as the cluster DNS.
+    if tuning.service_proxy {
+        wasm_config.names = Some(wasm_shim::ClusterNames(Arc::new(proxy::dns::Caches {
+            services: services.store(),
+            slices: slices.store(),
+        })));
+    }
+    let runtime = WasmRuntime::new(wasm_config).context("starting the wasm runtime")?;
     let oci = if tuning.containers {
         let oc = oci_bridge::OciConfig::new(cfg.data_dir.join("oci"));
         match oci_bridge::host_supports_containers(&oc.runc) {
@@ -372,8 +384,7 @@ pub async fn run_with(
         registered,
         stop.clone(),
     ));
-    let services: Arc<Informer<Service>> = Informer::new(Api::all(&client), ListParams::default());
-    let _services_informer = services.start();
+    let _informers = (services.start(), slices.start());
     let service_proxy = tuning.service_proxy.then(|| {
         tokio::spawn(proxy::run(
             client.clone(),
@@ -384,6 +395,7 @@ pub async fn run_with(
                 tunnels,
             },
             services.clone(),
+            slices.clone(),
             stop.clone(),
         ))
     });

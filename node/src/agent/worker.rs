@@ -15,8 +15,9 @@ use k8s_openapi::api::core::v1::{Container, Pod};
 use serde_json::Value;
 use skiff_sdk::client::{Api, DeleteParams, PatchType};
 use skiff_sdk::runtime::{
-    ContainerId, ContainerSpec, ContainerStatus, ImageSource, Limits, Mount, PreparedImage,
-    Runtime, RuntimeError, Termination, TerminationReason, WASM_RUNTIME_CLASS, Workload, exit_code,
+    ContainerId, ContainerSpec, ContainerStatus, ImageSource, Limits, Mount, NameSearch,
+    PreparedImage, Runtime, RuntimeError, Termination, TerminationReason, WASM_RUNTIME_CLASS,
+    Workload, exit_code,
 };
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -485,6 +486,21 @@ impl Worker {
         }
     }
 
+    /// The cluster DNS's address, if this node serves it.
+    fn cluster_dns(&self) -> Option<IpAddr> {
+        self.ctx
+            .tuning
+            .service_proxy
+            .then_some(IpAddr::V4(super::proxy::dns::CLUSTER_DNS_IP))
+    }
+
+    /// How the pod's names resolve in the cluster (wasm guests resolve on
+    /// the host, so the runtime is told).
+    fn name_search(&self) -> Option<NameSearch> {
+        let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        super::etc::name_search(&self.pod, &host, self.cluster_dns())
+    }
+
     /// A container pod's `/etc/hosts` and `/etc/resolv.conf`, written into
     /// its directory and mounted as the kubelet mounts them (not over a
     /// volume the container mounts there itself).
@@ -492,11 +508,7 @@ impl Worker {
         let dir = self.ctx.pod_dir(&self.uid).join("etc");
         std::fs::create_dir_all(&dir)?;
         let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-        let cluster_dns = self
-            .ctx
-            .tuning
-            .service_proxy
-            .then_some(IpAddr::V4(super::proxy::dns::CLUSTER_DNS_IP));
+        let cluster_dns = self.cluster_dns();
         let files = [
             ("/etc/hosts", super::etc::hosts(&self.pod, self.pod_ip)),
             (
@@ -754,6 +766,7 @@ impl Worker {
                 }),
             hostname: Some(self.name.clone()),
             network_namespace: self.netns.clone(),
+            names: self.name_search().map(Arc::new),
         };
         let started = match self.rt().start(spec).await {
             Ok(s) => s,

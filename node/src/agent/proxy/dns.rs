@@ -66,10 +66,26 @@ pub trait Records: Send + Sync {
     fn all_services(&self) -> Vec<Arc<Service>>;
 }
 
-/// The informer caches.
+/// The informer caches. They also resolve wasm guests' outgoing requests
+/// (which use the host's network, not the cluster DNS server).
 pub struct Caches {
     pub services: Arc<Store<Service>>,
     pub slices: Arc<Store<EndpointSlice>>,
+}
+
+impl wasm_shim::NameResolver for Caches {
+    fn resolve(&self, name: &str) -> Vec<std::net::IpAddr> {
+        match lookup(self, name, TYPE_A) {
+            Lookup::Found(data) => data
+                .into_iter()
+                .filter_map(|d| match d {
+                    Data::A(ip) => Some(std::net::IpAddr::V4(ip)),
+                    _ => None,
+                })
+                .collect(),
+            Lookup::NxDomain | Lookup::Elsewhere => Vec::new(),
+        }
+    }
 }
 
 impl Records for Caches {

@@ -94,16 +94,16 @@ struct Shared {
 }
 
 /// Runs the proxy until `stop` turns true, then removes what it set up.
-/// `services` is the agent's Service informer (started by the agent, which
-/// also sets the Services' environment variables from it).
+/// `services` and `slices` are the agent's informers (started by the
+/// agent, which also sets the Services' environment variables from them and
+/// resolves wasm guests' names).
 pub async fn run(
     client: Client,
     cfg: ProxyConfig,
     services: Arc<Informer<Service>>,
+    slices: Arc<Informer<EndpointSlice>>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let slices: Arc<Informer<EndpointSlice>> =
-        Informer::new(Api::all(&client), ListParams::default());
     let nodes: Arc<Informer<Node>> = Informer::new(Api::all(&client), ListParams::default());
     let ingresses: Arc<Informer<Ingress>> = Informer::new(Api::all(&client), ListParams::default());
     let classes: Arc<Informer<IngressClass>> =
@@ -111,12 +111,7 @@ pub async fn run(
     let (mut svc_rx, mut slice_rx, mut node_rx) =
         (services.subscribe(), slices.subscribe(), nodes.subscribe());
     let (mut ing_rx, mut class_rx) = (ingresses.subscribe(), classes.subscribe());
-    let tasks = [
-        slices.start(),
-        nodes.start(),
-        ingresses.start(),
-        classes.start(),
-    ];
+    let tasks = [nodes.start(), ingresses.start(), classes.start()];
     let synced = async {
         services.synced().await;
         slices.synced().await;
