@@ -192,26 +192,14 @@ pub async fn serve(
         Arc::new(quinn::TokioRuntime),
     )?;
     tracing::info!(listen = %endpoint.local_addr()?, "node tunnel listening (quic)");
-    loop {
-        let incoming = tokio::select! {
-            i = endpoint.accept() => match i {
-                Some(i) => i,
-                None => return Ok(()),
-            },
-            _ = stop.wait_for(|s| *s) => {
-                endpoint.close(quinn::VarInt::from_u32(0), b"shutting down");
-                return Ok(());
-            }
-        };
-        let is_pod = is_pod.clone();
-        tokio::spawn(async move {
-            let remote = incoming.remote_address();
-            match incoming.await {
-                Ok(conn) => serve_connection(conn, is_pod).await,
-                Err(e) => tracing::debug!(%remote, "node tunnel handshake: {e}"),
-            }
-        });
-    }
+    let stopped = async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    skiff_sdk::client::quic::accept_until(endpoint, stopped, "node tunnel", move |conn| {
+        serve_connection(conn, is_pod.clone())
+    })
+    .await;
+    Ok(())
 }
 
 async fn serve_connection(

@@ -85,27 +85,11 @@ impl ApiServer {
             Arc::new(quinn::TokioRuntime),
         )?;
         tracing::info!(listen = %endpoint.local_addr()?, "agent connections listening (quic)");
-        tokio::pin!(shutdown);
-        loop {
-            let incoming = tokio::select! {
-                i = endpoint.accept() => match i {
-                    Some(i) => i,
-                    None => return Ok(()),
-                },
-                _ = &mut shutdown => {
-                    endpoint.close(quinn::VarInt::from_u32(0), b"shutting down");
-                    return Ok(());
-                }
-            };
-            let server = self.clone();
-            tokio::spawn(async move {
-                let remote = incoming.remote_address();
-                match incoming.await {
-                    Ok(conn) => server.serve_connection(conn).await,
-                    Err(e) => tracing::debug!(%remote, "quic handshake: {e}"),
-                }
-            });
-        }
+        q::accept_until(endpoint, shutdown, "quic", move |conn| {
+            self.clone().serve_connection(conn)
+        })
+        .await;
+        Ok(())
     }
 
     async fn serve_connection(self: Arc<Self>, conn: quinn::Connection) {

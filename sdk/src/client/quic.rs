@@ -77,6 +77,42 @@ pub fn spawn_serve<H, Fut, B>(
     });
 }
 
+/// Accepts connections on `endpoint` until `shutdown` resolves (then closes
+/// it); each handshake is completed on a task of its own and the connection
+/// handed to `serve`. `what` names the endpoint in the debug log of a failed
+/// handshake.
+pub async fn accept_until<S, Fut>(
+    endpoint: quinn::Endpoint,
+    shutdown: impl std::future::Future<Output = ()>,
+    what: &'static str,
+    serve: S,
+) where
+    S: Fn(quinn::Connection) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    tokio::pin!(shutdown);
+    loop {
+        let incoming = tokio::select! {
+            i = endpoint.accept() => match i {
+                Some(i) => i,
+                None => return,
+            },
+            () = &mut shutdown => {
+                endpoint.close(quinn::VarInt::from_u32(0), b"shutting down");
+                return;
+            }
+        };
+        let serve = serve.clone();
+        tokio::spawn(async move {
+            let remote = incoming.remote_address();
+            match incoming.await {
+                Ok(conn) => serve(conn).await,
+                Err(e) => tracing::debug!(%remote, "{what} handshake: {e}"),
+            }
+        });
+    }
+}
+
 /// Transport settings both ends use.
 pub fn transport_config() -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
