@@ -180,17 +180,8 @@ pub async fn serve(
     is_pod: Arc<dyn Fn(IpAddr) -> bool + Send + Sync>,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let mut rustls_cfg = tls.rustls_server_config(true)?;
-    rustls_cfg.alpn_protocols = vec![ALPN.to_vec()];
-    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(rustls_cfg)?;
-    let mut server_cfg = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    server_cfg.transport_config(Arc::new(transport()));
-    let endpoint = quinn::Endpoint::new(
-        quinn::EndpointConfig::default(),
-        Some(server_cfg),
-        socket,
-        Arc::new(quinn::TokioRuntime),
-    )?;
+    let server_tls = tls.rustls_server_config(true)?;
+    let endpoint = skiff_sdk::client::quic::server_endpoint(server_tls, ALPN, transport(), socket)?;
     tracing::info!(listen = %endpoint.local_addr()?, "node tunnel listening (quic)");
     let stopped = async move {
         let _ = stop.wait_for(|s| *s).await;

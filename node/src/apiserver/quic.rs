@@ -73,17 +73,8 @@ impl ApiServer {
         shutdown: impl std::future::Future<Output = ()>,
     ) -> anyhow::Result<()> {
         // The same certificate as HTTPS: agents dial the same host name.
-        let mut rustls_cfg = self.serving.rustls_server_config(true)?;
-        rustls_cfg.alpn_protocols = vec![q::ALPN.to_vec()];
-        let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(rustls_cfg)?;
-        let mut server_cfg = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-        server_cfg.transport_config(Arc::new(q::transport_config()));
-        let endpoint = quinn::Endpoint::new(
-            quinn::EndpointConfig::default(),
-            Some(server_cfg),
-            socket,
-            Arc::new(quinn::TokioRuntime),
-        )?;
+        let tls = self.serving.rustls_server_config(true)?;
+        let endpoint = q::server_endpoint(tls, q::ALPN, q::transport_config(), socket)?;
         tracing::info!(listen = %endpoint.local_addr()?, "agent connections listening (quic)");
         q::accept_until(endpoint, shutdown, "quic", move |conn| {
             self.clone().serve_connection(conn)

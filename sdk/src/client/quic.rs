@@ -77,6 +77,27 @@ pub fn spawn_serve<H, Fut, B>(
     });
 }
 
+/// A server endpoint on `socket` speaking `alpn` with `tls` (which should
+/// require client certificates) and `transport`.
+pub fn server_endpoint(
+    mut tls: tokio_rustls::rustls::ServerConfig,
+    alpn: &[u8],
+    transport: quinn::TransportConfig,
+    socket: std::net::UdpSocket,
+) -> std::io::Result<quinn::Endpoint> {
+    tls.alpn_protocols = vec![alpn.to_vec()];
+    let crypto =
+        quinn::crypto::rustls::QuicServerConfig::try_from(tls).map_err(std::io::Error::other)?;
+    let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    server.transport_config(Arc::new(transport));
+    quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        Some(server),
+        socket,
+        Arc::new(quinn::TokioRuntime),
+    )
+}
+
 /// Accepts connections on `endpoint` until `shutdown` resolves (then closes
 /// it); each handshake is completed on a task of its own and the connection
 /// handed to `serve`. `what` names the endpoint in the debug log of a failed
