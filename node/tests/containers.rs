@@ -5,7 +5,8 @@
 //! namespaces of their own answering on their 10.42.x.y addresses and
 //! reaching each other through a Service's cluster IP and its name in the
 //! cluster DNS, exec
-//! (with standard input and a terminal), attach, exec probes, a Job and its
+//! (with standard input and a terminal), attach (output; `kubectl run -i`
+//! with stdinOnce; `attach -it` on a terminal), exec probes, a Job and its
 //! logs, an OOM kill, and nothing left behind after
 //! deletion. Needs root and runc (scripts/test installs runc).
 
@@ -402,11 +403,72 @@ async fn container_pods_run_on_runc() {
     let _ = attach.wait();
     let seen = seen.expect("kubectl attach printed the container's output");
     assert!(seen.starts_with("attached line "), "{seen}");
-    let (ok, _, err) = kubectl(&m, &["attach", "-i", &pod], None);
-    assert!(
-        !ok && err.contains("no standard input to attach to"),
-        "{err}"
+
+    // kubectl run -i: a container whose stdin stays open until the first
+    // attach's input ends (stdinOnce); kubectl sends what it reads, the
+    // container's output comes back, and --rm deletes the pod after.
+    let out = kubectl_ok(
+        &m,
+        &[
+            "run",
+            "cat-once",
+            "-i",
+            "--rm",
+            "--restart=Never",
+            "--image",
+            &image,
+            "--",
+            "sh",
+            "-c",
+            "cat; echo bye",
+        ],
+        Some("one\ntwo\n"),
     );
+    assert!(out.contains("one\ntwo\nbye\n"), "{out}");
+    let (gone, _, _) = kubectl(&m, &["get", "pod", "cat-once"], None);
+    assert!(!gone, "kubectl run --rm deleted the pod");
+
+    // kubectl attach -it to a container on a terminal: its output, on a
+    // terminal of the client's size (runc passes the size on).
+    kubectl_ok(
+        &m,
+        &[
+            "run",
+            "term",
+            "--stdin",
+            "--tty",
+            "--restart=Never",
+            "--image",
+            &image,
+            "--attach=false",
+            "--",
+            "sh",
+            "-c",
+            "while sleep 0.2; do echo \"size $(stty size) on $(tty) as $TERM\"; done",
+        ],
+        None,
+    );
+    wait_for("the terminal pod to run", Duration::from_secs(60), || {
+        let p = jsonpath(&m, &["get", "pod", "term"], "{.status.phase}");
+        if p == "Running" { Ok(()) } else { Err(p) }
+    })
+    .await;
+    let out = Command::new("script")
+        .args([
+            "-qec",
+            "stty cols 77 rows 33; timeout 4 kubectl attach -it term",
+            "/dev/null",
+        ])
+        .env("KUBECONFIG", m.kubeconfig())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).replace('\r', "");
+    assert!(
+        text.contains("size 33 77 on /dev/pts/") && text.contains("as xterm"),
+        "{text}"
+    );
+    kubectl_ok(&m, &["delete", "pod", "term", "--wait"], None);
 
     // The Job runs to completion; its logs are the container's stdout.
     wait_for("the job to complete", Duration::from_secs(60), || {

@@ -71,6 +71,10 @@ pub struct Terminal {
 }
 
 impl Terminal {
+    pub(crate) fn new(master: OwnedFd, runc: Option<Pid>) -> Terminal {
+        Terminal { master, runc }
+    }
+
     /// Sets the window size, as a terminal emulator does on a resize.
     pub fn resize(&self, columns: u16, rows: u16) -> std::io::Result<()> {
         rustix::termios::tcsetwinsize(
@@ -234,7 +238,7 @@ fn exit_status_code(s: std::process::ExitStatus) -> Option<i32> {
 }
 
 /// A new pseudo-terminal: (master, slave).
-fn open_pty() -> std::io::Result<(OwnedFd, OwnedFd)> {
+pub(crate) fn open_pty() -> std::io::Result<(OwnedFd, OwnedFd)> {
     use rustix::fs::{Mode, OFlags};
     use rustix::pty::{OpenptFlags, grantpt, openpt, ptsname, unlockpt};
     let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC)?;

@@ -7,9 +7,12 @@
 //! - [`spec`]: the OCI runtime spec of a container (pure).
 //! - [`runtime`]: [`OciRuntime`], bundles on overlayfs, `runc run`, logs,
 //!   stop with grace, OOM and deadline reasons, exec.
+//! - [`attach`]: a container's own stdin, terminal and live output, for
+//!   `kubectl attach` and `kubectl run -i`.
 //! - [`exec`]: interactive exec, streams connected as they flow, on a
 //!   pseudo-terminal if asked.
 
+pub mod attach;
 pub mod exec;
 pub mod image;
 pub mod runtime;

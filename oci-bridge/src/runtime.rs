@@ -14,7 +14,9 @@
 //!
 //! `runc run` stays in the foreground as the container's parent: its exit
 //! status is the container's (128+n for a signal), its stdout and stderr are
-//! the container's, pumped into the CRI log file. A container with
+//! the container's, pumped into the CRI log file (and to attachers, see
+//! [`crate::attach`]); its stdin is `/dev/null` unless the spec keeps it
+//! open, and with `tty` all three are a terminal. A container with
 //! `limits.memory` gets a cgroup of its own, `skiff/<id>` (memory limit and
 //! no swap), that `runc` nests the container's cgroup in; the limit is there
 //! rather than on runc's cgroup so that, after the container is gone, its
@@ -33,6 +35,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
+use bytes::Bytes;
 use parking_lot::Mutex;
 use skiff_sdk::registry::RegistryClient;
 use skiff_sdk::runtime::{
@@ -40,9 +43,10 @@ use skiff_sdk::runtime::{
     ImageSource, LogLine, LogSource, LogStream, PreparedImage, Runtime, RuntimeError, Termination,
     TerminationReason, exit_code,
 };
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt as _, BufReader};
-use tokio::sync::watch;
+use tokio::io::{AsyncRead, AsyncReadExt as _};
+use tokio::sync::{broadcast, watch};
 
+use crate::attach::{Console, Wiring};
 use crate::image::{Image, ImageStore};
 use crate::spec;
 
@@ -163,6 +167,8 @@ pub(crate) struct Container {
     /// A stop was asked for: the exit is not an OOM kill.
     stopping: AtomicBool,
     deadline_hit: AtomicBool,
+    /// Its standard streams, for attach sessions.
+    pub(crate) console: Console,
 }
 
 impl Container {
@@ -407,37 +413,37 @@ impl OciRuntime {
         .map_err(io_err(format!("writing {}/config.json", dir.display())))?;
 
         let log = open_log(&spec.log_path)?;
-        let mut child = self
-            .runc()
-            .arg("--log")
+        let wiring = Wiring::new(spec.interactive)
+            .map_err(io_err("opening a pseudo-terminal for the container"))?;
+        let mut cmd = self.runc();
+        cmd.arg("--log")
             .arg(dir.join("runc.log"))
             .args(["--log-format", "json", "run", "--pid-file"])
             .arg(dir.join("pid"))
             .arg("--bundle")
             .arg(&dir)
             .arg(&runc_id)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(false)
+            .kill_on_drop(false);
+        wiring
+            .stdio(&mut cmd)
+            .map_err(io_err("connecting the container's terminal"))?;
+        let mut child = cmd
             .spawn()
             .map_err(io_err(format!("running {}", self.inner.cfg.runc.display())))?;
-        let pumps = [
-            tokio::spawn(pump(
-                child.stdout.take().expect("piped"),
-                LogStream::Stdout,
-                log.clone(),
-            )),
-            tokio::spawn(pump(
-                child.stderr.take().expect("piped"),
-                LogStream::Stderr,
-                log,
-            )),
-        ];
+        drop(cmd);
+        let (console, readers, live) = wiring
+            .finish(&mut child)
+            .map_err(io_err("connecting the container's terminal"))?;
+        let pumps = readers
+            .into_iter()
+            .map(|(which, r)| tokio::spawn(pump(r, which, log.clone(), live.clone())))
+            .collect();
+        drop(live);
         let (state, _) = watch::channel(ContainerState::Waiting {
             reason: "ContainerCreating".into(),
             message: String::new(),
         });
-        let c = self.insert(&spec, image.digest.clone(), state);
+        let c = self.insert(&spec, image.digest.clone(), state, console);
         let (exited_tx, mut exited) = watch::channel(false);
         tokio::spawn(self.clone().supervise(c.clone(), child, pumps, exited_tx));
 
@@ -483,7 +489,7 @@ impl OciRuntime {
         self,
         c: Arc<Container>,
         mut child: tokio::process::Child,
-        pumps: [tokio::task::JoinHandle<()>; 2],
+        pumps: Vec<tokio::task::JoinHandle<()>>,
         exited: watch::Sender<bool>,
     ) {
         let status = child.wait().await;
@@ -492,6 +498,7 @@ impl OciRuntime {
         for p in pumps {
             let _ = tokio::time::timeout(Duration::from_secs(2), p).await;
         }
+        c.console.close();
         let finished_at = SystemTime::now();
         let started_at = match &*c.state.borrow() {
             ContainerState::Running { started_at } => Some(*started_at),
@@ -582,7 +589,7 @@ impl OciRuntime {
             started_at: None,
             finished_at: SystemTime::now(),
         }));
-        let c = self.insert(spec, digest, state);
+        let c = self.insert(spec, digest, state, Console::none());
         c.status()
     }
 
@@ -592,6 +599,7 @@ impl OciRuntime {
         spec: &ContainerSpec,
         image_digest: String,
         state: watch::Sender<ContainerState>,
+        console: Console,
     ) -> Arc<Container> {
         let runc_id = runc_id(&spec.id);
         let c = Arc::new(Container {
@@ -603,6 +611,7 @@ impl OciRuntime {
             state,
             stopping: AtomicBool::new(false),
             deadline_hit: AtomicBool::new(false),
+            console,
         });
         self.inner
             .containers
@@ -748,21 +757,42 @@ fn open_log(path: &Path) -> Result<SharedLog, RuntimeError> {
 
 /// Copies one of the container's streams into the CRI log, a line at a
 /// time (`F`), long lines in pieces (`P`).
-async fn pump(stream: impl AsyncRead + Unpin, which: LogStream, log: SharedLog) {
+async fn pump(
+    mut stream: impl AsyncRead + Unpin,
+    which: LogStream,
+    log: SharedLog,
+    live: broadcast::Sender<(LogStream, Bytes)>,
+) {
     use std::io::Write as _;
-    let mut reader = BufReader::with_capacity(64 * 1024, stream);
-    let mut line = Vec::new();
-    loop {
-        line.clear();
-        let mut limited = (&mut reader).take(MAX_LOG_LINE as u64);
-        let n = match limited.read_until(b'\n', &mut line).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        let full = line.ends_with(b"\n") || n < MAX_LOG_LINE;
-        let text = String::from_utf8_lossy(line.strip_suffix(b"\n").unwrap_or(&line));
+    let write = |line: &[u8], full: bool| {
+        let text = String::from_utf8_lossy(line);
         let entry = LogLine::format(SystemTime::now(), which, full, &text);
         let _ = log.lock().write_all(entry.as_bytes());
+    };
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut line = Vec::new();
+    // A terminal's master reads EIO once the container's last process is gone.
+    while let Ok(n) = stream.read(&mut buf).await {
+        if n == 0 {
+            break;
+        }
+        // Attachers see the bytes as they come; the log, whole lines.
+        let _ = live.send((which, Bytes::copy_from_slice(&buf[..n])));
+        let mut rest = &buf[..n];
+        while let Some(i) = rest.iter().position(|&b| b == b'\n') {
+            line.extend_from_slice(&rest[..i]);
+            write(&line, true);
+            line.clear();
+            rest = &rest[i + 1..];
+        }
+        line.extend_from_slice(rest);
+        while line.len() >= MAX_LOG_LINE {
+            write(&line[..MAX_LOG_LINE], false);
+            line.drain(..MAX_LOG_LINE);
+        }
+    }
+    if !line.is_empty() {
+        write(&line, true);
     }
 }
 

@@ -96,6 +96,10 @@ pub fn environment(spec: &ContainerSpec, image: &ImageConfig) -> Vec<String> {
     if let Some(h) = &spec.hostname {
         set("HOSTNAME", h);
     }
+    if spec.interactive.tty {
+        // As containerd does for a container on a terminal.
+        set("TERM", "xterm");
+    }
     for kv in image.env.iter().flatten() {
         let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
         set(k, v);
@@ -243,7 +247,7 @@ pub fn runtime_spec(
     Ok(json!({
         "ociVersion": "1.0.2",
         "process": {
-            "terminal": false,
+            "terminal": spec.interactive.tty,
             "user": {"uid": uid, "gid": gid},
             "args": args,
             "env": environment(spec, image),
@@ -313,6 +317,11 @@ mod tests {
             environment(&s, &img),
             ["PATH=/img/bin", "HOSTNAME=web-0", "A=1", "B=two", "C="]
         );
+        // On a terminal, TERM as containerd sets it, below the image's.
+        s.interactive.tty = true;
+        assert!(environment(&s, &img).contains(&"TERM=xterm".to_string()));
+        img.env = Some(vec!["TERM=vt100".into()]);
+        assert!(environment(&s, &img).contains(&"TERM=vt100".to_string()));
     }
 
     #[test]

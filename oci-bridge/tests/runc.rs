@@ -230,6 +230,7 @@ async fn runc_runtime() {
     assert_eq!(o.exit_code, 7);
     interactive_exec(&f.rt, &spec.id).await;
     f.rt.remove(&spec.id).await.unwrap();
+    attach(&f).await;
 
     // activeDeadlineSeconds.
     let mut spec = f.spec("deadline", "sleep 600");
@@ -305,6 +306,112 @@ async fn drain(mut s: ExecSession) -> (String, String, i32) {
         String::from_utf8_lossy(&err).into_owned(),
         code,
     )
+}
+
+/// `kubectl attach` (and `kubectl run -i`) to a container's own streams.
+async fn attach(f: &Fixture) {
+    use skiff_sdk::runtime::Interactive;
+    let both = ExecOptions {
+        stdin: true,
+        tty: false,
+    };
+    // Without stdin in its spec, a container reads end of file.
+    let t = run(&f.rt, f.spec("no-stdin", "cat; echo eof")).await;
+    assert_eq!(t.exit_code, 0, "{t:?}");
+    let log = f.scratch.path().join("logs/no-stdin.log");
+    assert_eq!(LogReader::read_text(&log).unwrap(), "eof\n");
+
+    // stdin + stdinOnce: what the first attacher types reaches the
+    // container, whose output every attacher sees as it comes; the end of
+    // that attacher's input is the container's end of file.
+    let mut spec = f.spec("cat-once", "cat; echo bye >&2; exit 4");
+    spec.interactive = Interactive {
+        stdin: true,
+        stdin_once: true,
+        tty: false,
+    };
+    f.rt.start(spec.clone()).await.unwrap();
+    let mut typing = f.rt.attach_session(&spec.id, both).await.unwrap();
+    let watching =
+        f.rt.attach_session(&spec.id, ExecOptions::default())
+            .await
+            .unwrap();
+    assert!(watching.stdin.is_none());
+    let mut stdin = typing.stdin.take().expect("the container's stdin");
+    stdin.write_all(b"hello\n").await.unwrap();
+    let (stream, first) = tokio::time::timeout(Duration::from_secs(10), typing.output.recv())
+        .await
+        .expect("output while stdin is open")
+        .unwrap();
+    assert_eq!((stream, &first[..]), (STDOUT, &b"hello\n"[..]));
+    drop(stdin);
+    let (out, err, code) = drain(typing).await;
+    assert_eq!((out.as_str(), err.as_str(), code), ("", "bye\n", 0));
+    let (out, err, _) = drain(watching).await;
+    assert_eq!((out.as_str(), err.as_str()), ("hello\n", "bye\n"));
+    let t = f.rt.wait(&spec.id).await.unwrap();
+    assert_eq!(t.termination().map(|t| t.exit_code), Some(4), "{t:?}");
+    assert_eq!(
+        LogReader::read_text(&spec.log_path).unwrap(),
+        "hello\nbye\n"
+    );
+    f.rt.remove(&spec.id).await.unwrap();
+
+    // Without stdinOnce the input outlives an attacher, and a hang-up
+    // leaves the container running.
+    let mut spec = f.spec("cat-many", "cat");
+    spec.interactive.stdin = true;
+    f.rt.start(spec.clone()).await.unwrap();
+    for word in ["one", "two"] {
+        let mut s = f.rt.attach_session(&spec.id, both).await.unwrap();
+        let mut stdin = s.stdin.take().unwrap();
+        stdin
+            .write_all(format!("{word}\n").as_bytes())
+            .await
+            .unwrap();
+        let (_, got) = tokio::time::timeout(Duration::from_secs(10), s.output.recv())
+            .await
+            .expect("the echo")
+            .unwrap();
+        assert_eq!(got, format!("{word}\n").as_bytes());
+        drop(stdin);
+        s.hangup.hang_up();
+        assert_eq!(s.exit.await.unwrap(), 0);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let status = f.rt.status(&spec.id).unwrap();
+    assert!(status.termination().is_none(), "{status:?}");
+    f.rt.remove(&spec.id).await.unwrap();
+
+    // A terminal: of the size the attacher sets, echoing what it types.
+    let mut spec = f.spec("term", "read x; stty size; echo got $x");
+    spec.interactive = Interactive {
+        stdin: true,
+        stdin_once: true,
+        tty: true,
+    };
+    f.rt.start(spec.clone()).await.unwrap();
+    let tty = ExecOptions {
+        stdin: true,
+        tty: true,
+    };
+    let mut s = f.rt.attach_session(&spec.id, tty).await.unwrap();
+    s.terminal
+        .as_ref()
+        .expect("a terminal")
+        .resize(100, 30)
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    s.stdin.take().unwrap().write_all(b"hi\n").await.unwrap();
+    let (out, err, code) = drain(s).await;
+    assert_eq!(code, 0);
+    assert!(err.is_empty(), "a terminal has one stream: {err}");
+    let lines: Vec<&str> = out.lines().map(|l| l.trim_end_matches('\r')).collect();
+    assert!(
+        lines.contains(&"30 100") && lines.contains(&"got hi"),
+        "{out:?}"
+    );
+    f.rt.remove(&spec.id).await.unwrap();
 }
 
 /// `kubectl exec -i` and `-it`: standard input flows in, output flows out

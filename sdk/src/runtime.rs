@@ -334,6 +334,23 @@ pub struct ContainerSpec {
     /// pod's DNS is the host's (`dnsPolicy: Default`, host network, no
     /// cluster DNS).
     pub names: Option<std::sync::Arc<NameSearch>>,
+    /// Kubernetes' `stdin`, `stdinOnce` and `tty`: whether the container's
+    /// standard input stays open for `kubectl attach -i`, and whether it
+    /// runs on a terminal.
+    pub interactive: Interactive,
+}
+
+/// A container's standard input and terminal, as its spec asks
+/// (`stdin`, `stdinOnce`, `tty`). Without `stdin` the container reads
+/// `/dev/null`, as under a kubelet.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Interactive {
+    /// Standard input is kept open for attachers.
+    pub stdin: bool,
+    /// It closes when the first attach session ends.
+    pub stdin_once: bool,
+    /// The container runs on a terminal.
+    pub tty: bool,
 }
 
 /// A pod's cluster name search: names with fewer than `ndots` dots are
@@ -378,6 +395,7 @@ impl ContainerSpec {
             hostname: None,
             network_namespace: None,
             names: None,
+            interactive: Interactive::default(),
         }
     }
 

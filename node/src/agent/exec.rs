@@ -15,11 +15,12 @@
 //! the `Status` on channel 3, then the connection closes. A client that goes
 //! away first hangs the command up.
 //!
-//! `GET /attach/{namespace}/{pod}/{container}?stdout=&stderr=` is `kubectl
-//! attach`: the container's output from now on, as it is written to its
-//! log, until it stops. Containers here have no standard input to attach to
-//! (`stdin: true` in a pod spec is not honoured), so `-i` and `-t` are
-//! refused with a message saying so.
+//! `GET /attach/{namespace}/{pod}/{container}?stdin=&stdout=&stderr=&tty=`
+//! is `kubectl attach` (and `kubectl run -i`): the container's output from
+//! now on until it stops, and with `-i`/`-t` its own standard input and
+//! terminal when its spec keeps them (`stdin`, `stdinOnce`, `tty`; see
+//! [`oci_bridge::attach`]). A wasm guest's output is followed in its log;
+//! it has no interactive input, so `-i` and `-t` are refused for it.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -223,22 +224,31 @@ impl LogServer {
         container: &str,
     ) -> Response<Body> {
         let Prepared {
+            pod,
             q,
             key,
             protocol,
             id,
-            ..
         } = match self.prepare(&req, [ns, pod_name, container], "attach") {
             Ok(p) => p,
             Err(resp) => return resp,
         };
-        if q.flag("stdin") || q.flag("tty") {
+        let opts = ExecOptions {
+            stdin: q.flag("stdin"),
+            tty: q.flag("tty"),
+        };
+        if let (Some(oci), false) = (&self.oci, super::worker::is_wasm(&pod)) {
+            return match oci.attach_session(&ContainerId::new(id), opts).await {
+                Ok(s) => serve(req, &key, protocol, &q, s),
+                Err(e) => text(StatusCode::BAD_REQUEST, e.to_string()),
+            };
+        }
+        if opts.stdin || opts.tty {
             return text(
                 StatusCode::BAD_REQUEST,
                 format!(
-                    "container {container} has no standard input to attach to: skiff does not \
-                     keep a container's stdin open (stdin and tty in the pod spec); \
-                     kubectl attach without -i and -t streams its output"
+                    "container {container} is a wasm guest, which has no interactive standard \
+                     input or terminal: kubectl attach without -i and -t streams its output"
                 ),
             );
         }
@@ -253,8 +263,8 @@ impl LogServer {
     }
 }
 
-/// The output of a running container from now on, read from its log as it
-/// grows, until that instance stops (exit code 0: the attach ended well).
+/// The output of a running wasm container from now on, read from its log as
+/// it grows, until that instance stops (exit code 0: the attach ended well).
 fn attach_session(
     pods: std::sync::Arc<skiff_sdk::client::informer::Store<Pod>>,
     path: std::path::PathBuf,

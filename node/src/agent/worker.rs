@@ -767,6 +767,11 @@ impl Worker {
             hostname: Some(self.name.clone()),
             network_namespace: self.netns.clone(),
             names: self.name_search().map(Arc::new),
+            interactive: skiff_sdk::runtime::Interactive {
+                stdin: c.stdin.unwrap_or(false),
+                stdin_once: c.stdin_once.unwrap_or(false),
+                tty: c.tty.unwrap_or(false),
+            },
         };
         let started = match self.rt().start(spec).await {
             Ok(s) => s,
