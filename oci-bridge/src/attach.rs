@@ -43,7 +43,7 @@ type Input = Arc<tokio::sync::Mutex<Option<Pin<Box<dyn AsyncWrite + Send>>>>>;
 /// The streams of a container that attach sessions connect to.
 pub(crate) struct Console {
     /// Live output; `None` once the container's output has ended.
-    live: Mutex<Option<broadcast::Sender<(LogStream, Bytes)>>>,
+    live: Mutex<Option<Live>>,
     input: Option<Input>,
     stdin_once: bool,
     /// The terminal's master and runc's pid, with `tty`.
@@ -69,6 +69,9 @@ impl Console {
 
 /// The output streams to pump into the log (and to attachers).
 pub(crate) type Readers = Vec<(LogStream, Pin<Box<dyn AsyncRead + Send>>)>;
+
+/// Where the pumps send what they read, for attachers.
+pub(crate) type Live = broadcast::Sender<(LogStream, Bytes)>;
 
 /// How `runc run` is connected, decided before it is spawned.
 pub(crate) struct Wiring {
@@ -119,7 +122,7 @@ impl Wiring {
     pub(crate) fn finish(
         self,
         child: &mut tokio::process::Child,
-    ) -> std::io::Result<(Console, Readers, broadcast::Sender<(LogStream, Bytes)>)> {
+    ) -> std::io::Result<(Console, Readers, Live)> {
         let (live, _) = broadcast::channel(LIVE_BACKLOG);
         let mut readers: Readers = Vec::new();
         let mut input: Option<Pin<Box<dyn AsyncWrite + Send>>> = None;

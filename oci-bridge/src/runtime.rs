@@ -44,9 +44,9 @@ use skiff_sdk::runtime::{
     TerminationReason, exit_code,
 };
 use tokio::io::{AsyncRead, AsyncReadExt as _};
-use tokio::sync::{broadcast, watch};
+use tokio::sync::watch;
 
-use crate::attach::{Console, Wiring};
+use crate::attach::{Console, Live, Wiring};
 use crate::image::{Image, ImageStore};
 use crate::spec;
 
@@ -756,13 +756,8 @@ fn open_log(path: &Path) -> Result<SharedLog, RuntimeError> {
 }
 
 /// Copies one of the container's streams into the CRI log, a line at a
-/// time (`F`), long lines in pieces (`P`).
-async fn pump(
-    mut stream: impl AsyncRead + Unpin,
-    which: LogStream,
-    log: SharedLog,
-    live: broadcast::Sender<(LogStream, Bytes)>,
-) {
+/// time (`F`), long lines in pieces (`P`), and to attachers as it is read.
+async fn pump(mut stream: impl AsyncRead + Unpin, which: LogStream, log: SharedLog, live: Live) {
     use std::io::Write as _;
     let write = |line: &[u8], full: bool| {
         let text = String::from_utf8_lossy(line);
