@@ -11,10 +11,12 @@
 //! and a `FailedScheduling` event saying which filter rejected how many
 //! nodes; if evicting lower-priority pods would make room, those are
 //! deleted (`Preempted`) and the pod nominated to the node. Unschedulable
-//! pods are tried again whenever the cluster changes.
+//! pods are tried again whenever the cluster changes; when nothing waits,
+//! only a new pending pod (or a node) starts a round.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -63,15 +65,25 @@ pub async fn run(client: Client, mut stop: watch::Receiver<bool>) {
     // Their labels, for affinity terms' namespaceSelector.
     let namespaces = Informer::new(Api::<Namespace>::all(&client), ListParams::default());
     let wake = Arc::new(Notify::new());
+    let busy = Arc::new(AtomicBool::new(true));
     let mut pod_events = pods.subscribe();
     let mut node_events = nodes.subscribe();
     let tasks = [pods.start(), nodes.start(), namespaces.start()];
     {
-        let wake = wake.clone();
+        let (wake, busy) = (wake.clone(), busy.clone());
         tokio::spawn(async move {
             loop {
                 tokio::select! {
-                    e = pod_events.recv() => if e.is_none() { return },
+                    e = pod_events.recv() => match e {
+                        None => return,
+                        // With nothing pending or in flight, only a new
+                        // pending pod is news: a cluster creating bound
+                        // pods does not make a round of each event.
+                        Some(ev) if !busy.load(Ordering::Relaxed) && !is_pending(ev.object()) => {
+                            continue
+                        }
+                        Some(_) => {}
+                    },
                     e = node_events.recv() => if e.is_none() { return },
                 }
                 wake.notify_one();
@@ -93,6 +105,7 @@ pub async fn run(client: Client, mut stop: watch::Receiver<bool>) {
         reported: HashMap::new(),
         in_flight: HashSet::new(),
         platforms: platforms::ImagePlatforms::new(),
+        busy,
     };
     tracing::info!("scheduler started");
     loop {
@@ -126,6 +139,9 @@ struct Loop {
     in_flight: HashSet<String>,
     /// What platforms container images run on, from their registries.
     platforms: platforms::ImagePlatforms,
+    /// Some pod waits (pending, or bound and not yet seen so): every pod
+    /// event may matter. Otherwise only a new pending pod does.
+    busy: Arc<AtomicBool>,
 }
 
 impl Loop {
@@ -157,6 +173,10 @@ impl Loop {
             .filter_map(|p| p.metadata.uid.as_deref())
             .collect();
         self.reported.retain(|uid, _| live.contains(uid.as_str()));
+        self.busy.store(
+            !pending.is_empty() || !self.in_flight.is_empty(),
+            Ordering::Relaxed,
+        );
         if pending.is_empty() {
             return false;
         }

@@ -177,7 +177,9 @@ fn route_pod(ctx: &Ctx, ev: &Event<Pod>) {
         return;
     };
     let wake = match ctx.nodes.get(name) {
-        None => true,
+        // A node already in its quarantine comes back when it ends: its
+        // pods' events need not collect them again, one scan each.
+        None => !ctx.missing.lock().contains_key(name),
         Some(node) => ready_status(&node) != Some("True") || !no_execute(&node).is_empty(),
     };
     if wake {
