@@ -152,18 +152,24 @@ impl Authenticator {
             }
             // Bound to the account, and to the pod if it names one: a
             // deleted (or re-created) account's or pod's tokens stop
-            // working.
-            let bound =
-                |plural: &str, name: &str, uid: &str| {
-                    let res = super::resources::find("", "v1", plural).expect("served");
-                    let key = res.key(Some(&claims.namespace), name);
-                    let uid = uid.to_string();
-                    async move {
-                        objects.get(&key).await.ok().flatten().is_some_and(|o| {
+            // working. As kube-apiserver checks this against its informer
+            // cache: this member's applied state first (no quorum round
+            // on every request of every in-cluster client), a quorum read
+            // before refusing what it may not have seen yet.
+            let bound = |plural: &str, name: &str, uid: &str| {
+                let res = super::resources::find("", "v1", plural).expect("served");
+                let key = res.key(Some(&claims.namespace), name);
+                let uid = uid.to_string();
+                async move {
+                    let matches = |o: Option<super::storage::Stored>| {
+                        o.is_some_and(|o| {
                             o.object["metadata"]["uid"].as_str() == Some(uid.as_str())
                         })
-                    }
-                };
+                    };
+                    matches(objects.get_local(&key).await.ok().flatten())
+                        || matches(objects.get(&key).await.ok().flatten())
+                }
+            };
             if !bound("serviceaccounts", &claims.name, &claims.uid).await {
                 return None;
             }

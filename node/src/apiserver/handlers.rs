@@ -552,11 +552,7 @@ async fn ensure_namespace(objects: &Objects, t: &Target) -> Result<(), ApiError>
         // As Kubernetes' NamespaceLifecycle admission: the local view first
         // (no quorum round on every create), a quorum read before refusing
         // a namespace this member may not have seen created yet.
-        let found = match objects.get_local(&key).await? {
-            Some(s) => Some(s),
-            None => objects.get(&key).await?,
-        };
-        match found {
+        match objects.get_known(&key).await? {
             None => return Err(ApiError::not_found("", "namespaces", ns)),
             Some(s) if s.object["status"]["phase"] == "Terminating" => {
                 return Err(ApiError::new(
@@ -600,7 +596,9 @@ async fn admit_runtime_class(
     };
     let res =
         resources::find("node.k8s.io", "v1", "runtimeclasses").expect("runtimeclasses served");
-    let Some(rc) = objects.get(&res.key(None, &class)).await? else {
+    // The local view first, a quorum read before refusing (as for the
+    // namespace).
+    let Some(rc) = objects.get_known(&res.key(None, &class)).await? else {
         return Err(rejected(format!("RuntimeClass \"{class}\" not found")));
     };
     let scheduling = &rc.object["scheduling"];

@@ -82,11 +82,7 @@ pub async fn admit(
     let key = res.key(Some(ns), &account);
     // The local view first, a quorum read before refusing (as for the
     // namespace).
-    let found = match objects.get_local(&key).await? {
-        Some(s) => Some(s),
-        None => objects.get(&key).await?,
-    };
-    let Some(sa) = found else {
+    let Some(sa) = objects.get_known(&key).await? else {
         return Err(ApiError::new(
             403,
             "Forbidden",

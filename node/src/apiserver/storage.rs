@@ -20,6 +20,7 @@ use super::status::ApiError;
 pub struct Objects {
     store: Store,
     decoder: Decoder,
+    recent: Arc<super::watch::Recent>,
 }
 
 /// Turns stored bytes back into objects; cheap to clone into watch tasks.
@@ -62,6 +63,7 @@ impl Objects {
             decoder: Decoder {
                 sealer: Arc::new(sealer),
             },
+            recent: Arc::default(),
         }
     }
 
@@ -70,7 +72,13 @@ impl Objects {
         Objects {
             store: self.store.clone(),
             decoder: self.decoder.clone(),
+            recent: self.recent.clone(),
         }
+    }
+
+    /// The watch events every watcher of this server shares.
+    pub fn recent(&self) -> Arc<super::watch::Recent> {
+        self.recent.clone()
     }
 
     pub fn decoder(&self) -> Decoder {
@@ -106,6 +114,16 @@ impl Objects {
     /// for admission checks that Kubernetes answers from one.
     pub async fn get_local(&self, key: &str) -> Result<Option<Stored>, ApiError> {
         self.get_with(key, true).await
+    }
+
+    /// [`Objects::get_local`], then a quorum read if this member has not
+    /// seen `key`: for admission checks that refuse what is missing, so a
+    /// member that is behind does not refuse what was just created.
+    pub async fn get_known(&self, key: &str) -> Result<Option<Stored>, ApiError> {
+        match self.get_local(key).await? {
+            Some(s) => Ok(Some(s)),
+            None => self.get(key).await,
+        }
     }
 
     async fn get_with(&self, key: &str, serializable: bool) -> Result<Option<Stored>, ApiError> {
