@@ -78,6 +78,8 @@ ROOTS = [
     ),
     ("authentication.k8s.io/v1", "TokenRequest", "api/authentication/v1", "TokenRequest"),
     ("autoscaling/v1", "Scale", "api/autoscaling/v1", "Scale"),
+    ("policy/v1", "PodDisruptionBudget", "api/policy/v1", "PodDisruptionBudget"),
+    ("policy/v1", "Eviction", "api/policy/v1", "Eviction"),
     # client-go encodes DeleteOptions under the resource's group version.
     (None, "DeleteOptions", META, "DeleteOptions"),
 ]

@@ -21,7 +21,6 @@ const UNSERVED: &[&str] = &[
     "\"NetworkPolicy\" in version \"networking.k8s.io/v1\"",
     "\"HorizontalPodAutoscaler\" in version \"autoscaling/v1\"",
     "\"HorizontalPodAutoscaler\" in version \"autoscaling/v2\"",
-    "\"PodDisruptionBudget\" in version \"policy/v1\"",
     "\"CronJob\" in version \"batch/v1beta1\"",
 ];
 

@@ -245,7 +245,7 @@ async fn workload_controllers() {
         home: m.dir.join("home"),
         log: m.dir.with_extension("log"),
     };
-    for ns in ["deploy", "rs", "ds", "jobs", "sts", "cron"] {
+    for ns in ["deploy", "rs", "ds", "jobs", "sts", "cron", "pdb"] {
         k.kubectl_ok(&["create", "namespace", ns]).await;
     }
     let all = async {
@@ -255,7 +255,8 @@ async fn workload_controllers() {
             replicaset(&k),
             daemonset(&k),
             jobs(&k),
-            statefulset(&k)
+            statefulset(&k),
+            disruption(&k)
         )
     };
     if tokio::time::timeout(Duration::from_secs(85), all)
@@ -265,6 +266,146 @@ async fn workload_controllers() {
         panic!("workloads did not finish in 85 s\n{}", k.tail());
     }
     eprintln!("workload controllers: {:?}", started.elapsed());
+}
+
+const GUARDED: &str = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: guarded, namespace: pdb}
+spec:
+  replicas: 3
+  selector:
+    matchLabels: {app: guarded}
+  template:
+    metadata:
+      labels: {app: guarded}
+    spec:
+      containers:
+      - name: web
+        image: registry.local/hello:v1
+---
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata: {name: guard, namespace: pdb}
+spec:
+  minAvailable: 2
+  selector:
+    matchLabels: {app: guarded}
+"#;
+
+/// PodDisruptionBudget: its status from the pods' readiness and its
+/// controllers' scale, and the eviction subresource spending it (an
+/// eviction past the budget is a 429, as kubectl drain expects).
+async fn disruption(k: &Kube) {
+    let ns = "pdb";
+    k.apply(GUARDED).await;
+    let ready = k
+        .wait("3 guarded pods", WAIT, || async {
+            let pods = live(k.pods(ns, "app=guarded").await);
+            (pods.len() == 3).then_some(pods)
+        })
+        .await;
+    for p in &ready {
+        k.mark_ready(p).await;
+    }
+    let budgets = k.api::<k8s_openapi::api::policy::v1::PodDisruptionBudget>(ns);
+    let status = |want: (i32, i32, i32, i32)| {
+        let budgets = &budgets;
+        async move {
+            let s = budgets.get("guard").await.ok()?.status?;
+            let got = (
+                s.expected_pods,
+                s.current_healthy,
+                s.desired_healthy,
+                s.disruptions_allowed,
+            );
+            (got == want).then_some(s)
+        }
+    };
+    k.wait("the budget to allow one disruption", WAIT, || {
+        status((3, 3, 2, 1))
+    })
+    .await;
+    let table = k.kubectl_ok(&["get", "pdb", "-n", ns]).await;
+    assert!(
+        table.contains("MIN AVAILABLE") && table.split_whitespace().any(|w| w == "N/A"),
+        "{table}"
+    );
+
+    // One eviction is allowed and counted; the next one is refused.
+    let evict = |pod: String| async move {
+        let body = json!({"apiVersion": "policy/v1", "kind": "Eviction",
+                          "metadata": {"name": pod, "namespace": ns}});
+        let path = format!("/api/v1/namespaces/{ns}/pods/{pod}/eviction");
+        let tmp = k.home.join(format!("{pod}-eviction.json"));
+        std::fs::create_dir_all(&k.home).unwrap();
+        std::fs::write(&tmp, body.to_string()).unwrap();
+        k.kubectl(
+            &["create", "--raw", &path, "-f", tmp.to_str().unwrap()],
+            None,
+        )
+        .await
+    };
+    let first = name(&ready[0]).to_string();
+    let (ok, _, err) = evict(first.clone()).await;
+    assert!(ok, "the first eviction: {err}");
+    let gone = k.api::<Pod>(ns).get(&first).await;
+    assert!(
+        gone.is_err() || gone.unwrap().metadata.deletion_timestamp.is_some(),
+        "the evicted pod is being deleted"
+    );
+    let (ok, _, err) = evict(name(&ready[1]).to_string()).await;
+    assert!(
+        !ok && err.contains("Cannot evict pod as it would violate the pod's disruption budget"),
+        "{err}"
+    );
+    let kept = k.api::<Pod>(ns).get(name(&ready[1])).await.unwrap();
+    assert!(kept.metadata.deletion_timestamp.is_none());
+
+    // The replacement becomes ready: one disruption allowed again.
+    let replacement = k
+        .wait("the replacement pod", WAIT, || async {
+            live(k.pods(ns, "app=guarded").await)
+                .into_iter()
+                .find(|p| !is_ready(p))
+        })
+        .await;
+    k.mark_ready(&replacement).await;
+    k.wait("the budget to recover", WAIT, || async {
+        let s = budgets.get("guard").await.ok()?.status?;
+        (s.current_healthy == 3 && s.disruptions_allowed == 1).then_some(())
+    })
+    .await;
+
+    // maxUnavailable counts the Deployment's scale.
+    k.kubectl_ok(&[
+        "patch",
+        "pdb",
+        "guard",
+        "-n",
+        ns,
+        "--type",
+        "merge",
+        "-p",
+        r#"{"spec": {"minAvailable": null, "maxUnavailable": "34%"}}"#,
+    ])
+    .await;
+    k.wait("maxUnavailable 34% of 3", WAIT, || status((3, 3, 1, 2)))
+        .await;
+
+    // Both bounds at once are refused, naming the field.
+    let (ok, _, err) = k
+        .kubectl(
+            &["apply", "-f", "-"],
+            Some(
+                "apiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata: {name: both, namespace: pdb}\nspec: {minAvailable: 1, maxUnavailable: 1, selector: {matchLabels: {app: x}}}\n",
+            ),
+        )
+        .await;
+    assert!(
+        !ok && err.contains("minAvailable and maxUnavailable cannot be both set"),
+        "{err}"
+    );
 }
 
 const DEPLOYMENT: &str = r#"

@@ -312,6 +312,9 @@ pub async fn dispatch(
         (Method::POST, true, Some("binding")) if t.res.kind == "Pod" => {
             bind(objects, &t, &body).await
         }
+        (Method::POST, true, Some("eviction")) if t.res.kind == "Pod" => {
+            evict(objects, &t, &body).await
+        }
         (Method::PUT, true, sub @ (None | Some("status"))) => {
             let obj = parse_json(&body)?;
             update(objects, &t, &q, obj, sub == Some("status"), None).await
@@ -1409,6 +1412,149 @@ async fn bind(objects: &Objects, t: &Target, body: &[u8]) -> Result<Response<Bod
             "the object has been modified",
         )),
     }
+}
+
+/// `pods/{name}/eviction` (policy/v1 Eviction), what `kubectl drain`
+/// uses: the pod is deleted unless that would take its PodDisruptionBudget
+/// below what it needs — then 429, and the caller tries again later. An
+/// allowed eviction is counted in the budget's status (`disruptionsAllowed`
+/// down by one, the pod in `disruptedPods`) before the delete, so
+/// concurrent evictions cannot both spend the last disruption, as in
+/// kube-apiserver.
+async fn evict(objects: &Objects, t: &Target, body: &[u8]) -> Result<Response<Body>, ApiError> {
+    let name = t.name.clone().unwrap_or_default();
+    let ns = t.namespace.clone().unwrap_or_default();
+    let eviction = if body.is_empty() {
+        json!({})
+    } else {
+        parse_json(body)?
+    };
+    if let Some(n) = eviction["metadata"]["name"].as_str()
+        && n != name
+    {
+        return Err(ApiError::bad_request(format!(
+            "name in URL does not match name in Eviction object ({n} != {name})"
+        )));
+    }
+    let pod_target = Target {
+        sub: None,
+        ..t.clone()
+    };
+    let options = serde_json::to_vec(&eviction["deleteOptions"]).expect("json");
+    let options = if eviction["deleteOptions"].is_object() {
+        options
+    } else {
+        Vec::new()
+    };
+    let pdb_res = resources::find("policy", "v1", "poddisruptionbudgets").expect("served");
+    for _ in 0..5 {
+        let pod = load(objects, &pod_target).await?.object;
+        let phase = pod["status"]["phase"].as_str().unwrap_or("");
+        // As kube-apiserver: a pod that is not running, or already going,
+        // disrupts nothing.
+        let ignore_budgets = matches!(phase, "Succeeded" | "Failed" | "Pending" | "")
+            || !pod["metadata"]["deletionTimestamp"].is_null();
+        let (budgets, _, _) = objects.list(&pdb_res.prefix(Some(&ns)), None, 0, 0).await?;
+        let matching: Vec<_> = budgets
+            .into_iter()
+            .filter(|b| {
+                LabelSelector::from_json(&b.object["spec"]["selector"])
+                    .is_ok_and(|s| s.matches_with(|k| pod["metadata"]["labels"][k].as_str()))
+            })
+            .collect();
+        if ignore_budgets || matching.is_empty() {
+            delete(objects, &pod_target, &BTreeMap::new(), &options).await?;
+            return Ok(evicted());
+        }
+        if matching.len() > 1 {
+            return Err(ApiError::internal(
+                "This pod has more than one PodDisruptionBudget, which the eviction subresource does not support.",
+            ));
+        }
+        let budget = &matching[0];
+        let pdb_name = budget.object["metadata"]["name"].as_str().unwrap_or("");
+        let st = &budget.object["status"];
+        let refuse = |why: String| {
+            let mut e = ApiError::new(
+                429,
+                "TooManyRequests",
+                "Cannot evict pod as it would violate the pod's disruption budget.",
+            );
+            e.details = Some(json!({"causes": [{"reason": "DisruptionBudget", "message": why}]}));
+            e
+        };
+        if st["observedGeneration"].as_i64().unwrap_or(0)
+            < budget.object["metadata"]["generation"]
+                .as_i64()
+                .unwrap_or(0)
+        {
+            return Err(refuse(format!(
+                "The disruption budget {pdb_name} is still being processed by the server."
+            )));
+        }
+        let allowed = st["disruptionsAllowed"].as_i64().unwrap_or(0);
+        if allowed < 0 {
+            return Err(ApiError::new(
+                403,
+                "Forbidden",
+                "pdb disruptions allowed is negative",
+            ));
+        }
+        let (healthy, desired) = (
+            st["currentHealthy"].as_i64().unwrap_or(0),
+            st["desiredHealthy"].as_i64().unwrap_or(0),
+        );
+        let ready = pod["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True");
+        // unhealthyPodEvictionPolicy: a pod that is not ready counts for
+        // nothing, so IfHealthyBudget (the default) lets it go while the
+        // budget holds, and AlwaysAllow always.
+        let unhealthy_ok = !ready
+            && (budget.object["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
+                || healthy >= desired);
+        if unhealthy_ok {
+            delete(objects, &pod_target, &BTreeMap::new(), &options).await?;
+            return Ok(evicted());
+        }
+        if allowed == 0 {
+            return Err(refuse(format!(
+                "The disruption budget {pdb_name} needs {desired} healthy pods and has {healthy} currently"
+            )));
+        }
+        let mut spent = budget.object.clone();
+        spent["status"]["disruptionsAllowed"] = json!(allowed - 1);
+        if !spent["status"]["disruptedPods"].is_object() {
+            spent["status"]["disruptedPods"] = json!({});
+        }
+        spent["status"]["disruptedPods"][&name] = json!(now_rfc3339());
+        let key = pdb_res.key(Some(&ns), pdb_name);
+        if objects
+            .put(&key, &spent, Precondition::ModRevision(budget.rev))
+            .await?
+            .is_none()
+        {
+            // Another eviction (or the controller) got there first.
+            continue;
+        }
+        delete(objects, &pod_target, &BTreeMap::new(), &options).await?;
+        return Ok(evicted());
+    }
+    Err(ApiError::conflict(
+        "policy",
+        "poddisruptionbudgets",
+        "",
+        "the disruption budget kept changing; try again",
+    ))
+}
+
+fn evicted() -> Response<Body> {
+    json_resp(
+        StatusCode::CREATED,
+        &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"}),
+    )
 }
 
 async fn delete(

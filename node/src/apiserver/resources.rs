@@ -84,6 +84,7 @@ pub static RESOURCES: &[Resource] = &[
     res!("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding", "clusterrolebindings", "clusterrolebinding", false, NONE, NONE, false, false, false),
     res!("coordination.k8s.io", "v1", "Lease", "leases", "lease", true, NONE, NONE, false, false, true),
     res!("node.k8s.io", "v1", "RuntimeClass", "runtimeclasses", "runtimeclass", false, NONE, NONE, false, false, false),
+    res!("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets", "poddisruptionbudget", true, &["pdb"], NONE, true, false, true),
 ];
 
 impl Resource {
@@ -236,6 +237,11 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
             list.push(serde_json::json!({
                 "name": "pods/attach", "singularName": "", "namespaced": true,
                 "kind": "PodAttachOptions", "verbs": ["create", "get"],
+            }));
+            // kubectl drain looks for this entry to evict rather than delete.
+            list.push(serde_json::json!({
+                "name": "pods/eviction", "singularName": "", "namespaced": true,
+                "group": "policy", "version": "v1", "kind": "Eviction", "verbs": ["create"],
             }));
         }
     }

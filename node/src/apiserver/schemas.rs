@@ -47,7 +47,9 @@ fn add<T: JsonSchema + k8s_openapi::Resource>(g: &mut SchemaGenerator, kinds: &m
 static ALL: LazyLock<(Map<String, Value>, Vec<Kind>)> = LazyLock::new(build);
 
 fn build() -> (Map<String, Value>, Vec<Kind>) {
-    use k8s_openapi::api::{apps, batch, coordination, core, discovery, networking, node, rbac};
+    use k8s_openapi::api::{
+        apps, batch, coordination, core, discovery, networking, node, policy, rbac,
+    };
     let mut g = SchemaSettings::openapi3().into_generator();
     let mut kinds = Vec::new();
     let k = &mut kinds;
@@ -77,6 +79,7 @@ fn build() -> (Map<String, Value>, Vec<Kind>) {
     add::<rbac::v1::ClusterRoleBinding>(&mut g, k);
     add::<coordination::v1::Lease>(&mut g, k);
     add::<node::v1::RuntimeClass>(&mut g, k);
+    add::<policy::v1::PodDisruptionBudget>(&mut g, k);
     let mut defs = g.take_definitions(true);
     for k in &kinds {
         if let Some(Value::Object(s)) = defs.get_mut(&k.name) {

@@ -348,6 +348,13 @@ fn columns(kind: &str) -> Vec<Col> {
             ("Handler", "string", 0),
             ("Age", "string", 0),
         ],
+        "PodDisruptionBudget" => vec![
+            ("Name", "string", 0),
+            ("Min Available", "string", 0),
+            ("Max Unavailable", "string", 0),
+            ("Allowed Disruptions", "integer", 0),
+            ("Age", "string", 0),
+        ],
         "PersistentVolumeClaim" => vec![
             ("Name", "string", 0),
             ("Status", "string", 0),
@@ -747,6 +754,20 @@ fn cells(kind: &str, o: &Value) -> Vec<Value> {
             json!(age),
         ],
         "RuntimeClass" => vec![json!(name), json!(s(&o["handler"])), json!(age)],
+        "PodDisruptionBudget" => {
+            let intstr = |v: &Value| match v {
+                Value::Null => "N/A".to_string(),
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            vec![
+                json!(name),
+                json!(intstr(&spec["minAvailable"])),
+                json!(intstr(&spec["maxUnavailable"])),
+                json!(int(&st["disruptionsAllowed"])),
+                json!(age),
+            ]
+        }
         "PersistentVolumeClaim" => vec![
             json!(name),
             json!(s(&st["phase"])),

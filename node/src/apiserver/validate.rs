@@ -94,6 +94,7 @@ pub fn decode(
         "ClusterRoleBinding" => roundtrip::<api::rbac::v1::ClusterRoleBinding>(obj),
         "Lease" => roundtrip::<api::coordination::v1::Lease>(obj),
         "RuntimeClass" => roundtrip::<api::node::v1::RuntimeClass>(obj),
+        "PodDisruptionBudget" => roundtrip::<api::policy::v1::PodDisruptionBudget>(obj),
         other => return Err(ApiError::internal(format!("no decoder for kind {other}"))),
     };
     let typed = r.map_err(|e| {
@@ -274,6 +275,42 @@ fn validate_pod_spec(spec: &Value, path: &str, causes: &mut Vec<Cause>) {
     }
 }
 
+/// Kubernetes' PodDisruptionBudget checks: one of minAvailable and
+/// maxUnavailable, each a non-negative integer or a percentage of at most
+/// 100%.
+fn validate_disruption_budget(spec: &Value, causes: &mut Vec<Cause>) {
+    if !spec["minAvailable"].is_null() && !spec["maxUnavailable"].is_null() {
+        causes.push(Cause::invalid(
+            "spec",
+            "Invalid value: minAvailable and maxUnavailable cannot be both set",
+        ));
+    }
+    for field in ["minAvailable", "maxUnavailable"] {
+        let path = format!("spec.{field}");
+        match &spec[field] {
+            Value::Null => {}
+            Value::Number(n) if n.as_i64().is_some_and(|n| n < 0) => causes.push(Cause::invalid(
+                path,
+                format!("Invalid value: {n}: must be greater than or equal to 0"),
+            )),
+            Value::String(s) => match s.strip_suffix('%').map(str::parse::<u32>) {
+                Some(Ok(p)) if p <= 100 => {}
+                Some(Ok(_)) => causes.push(Cause::invalid(
+                    path,
+                    format!("Invalid value: \"{s}\": must be no more than 100%"),
+                )),
+                _ => causes.push(Cause::invalid(
+                    path,
+                    format!(
+                        "Invalid value: \"{s}\": a valid percent string must be a numeric string followed by an ending '%' (e.g. '1%',  or '93%', regex used for validation is '[0-9]+%')"
+                    ),
+                )),
+            },
+            _ => {}
+        }
+    }
+}
+
 fn validate_selector_matches(spec: &Value, path: &str, causes: &mut Vec<Cause>) {
     let sel = &spec["selector"];
     if sel.is_null() {
@@ -409,6 +446,7 @@ pub fn validate(res: &Resource, obj: &Value) -> Result<(), ApiError> {
             }
         }
         "Job" => validate_pod_spec(&spec["template"]["spec"], "spec.template.spec", &mut causes),
+        "PodDisruptionBudget" => validate_disruption_budget(spec, &mut causes),
         "CronJob" => {
             if spec["schedule"].as_str().is_none_or(str::is_empty) {
                 causes.push(Cause::required("spec.schedule"));

@@ -1699,15 +1699,39 @@ pub(super) static MSGS: &[M] = &[
         F(1, "replicas", K::I32, false, false),
         F(2, "selector", K::Str, false, false),
     ] },
-    /* 280 */ M { name: "k8s.io.apimachinery.pkg.apis.meta.v1.DeleteOptions", special: S::None, fields: &[
+    /* 280 */ M { name: "k8s.io.api.policy.v1.PodDisruptionBudget", special: S::None, fields: &[
+        F(1, "metadata", K::Msg(1), false, false),
+        F(2, "spec", K::Msg(281), false, false),
+        F(3, "status", K::Msg(282), false, false),
+    ] },
+    /* 281 */ M { name: "k8s.io.api.policy.v1.PodDisruptionBudgetSpec", special: S::None, fields: &[
+        F(1, "minAvailable", K::Msg(84), false, false),
+        F(2, "selector", K::Msg(49), false, false),
+        F(3, "maxUnavailable", K::Msg(84), false, false),
+        F(4, "unhealthyPodEvictionPolicy", K::Str, false, false),
+    ] },
+    /* 282 */ M { name: "k8s.io.api.policy.v1.PodDisruptionBudgetStatus", special: S::None, fields: &[
+        F(1, "observedGeneration", K::I64, false, false),
+        F(2, "disruptedPods", K::MapMsg(2), false, false),
+        F(3, "disruptionsAllowed", K::I32, false, false),
+        F(4, "currentHealthy", K::I32, false, false),
+        F(5, "desiredHealthy", K::I32, false, false),
+        F(6, "expectedPods", K::I32, false, false),
+        F(7, "conditions", K::Msg(147), true, false),
+    ] },
+    /* 283 */ M { name: "k8s.io.api.policy.v1.Eviction", special: S::None, fields: &[
+        F(1, "metadata", K::Msg(1), false, false),
+        F(2, "deleteOptions", K::Msg(284), false, false),
+    ] },
+    /* 284 */ M { name: "k8s.io.apimachinery.pkg.apis.meta.v1.DeleteOptions", special: S::None, fields: &[
         F(1, "gracePeriodSeconds", K::I64, false, false),
-        F(2, "preconditions", K::Msg(281), false, false),
+        F(2, "preconditions", K::Msg(285), false, false),
         F(3, "orphanDependents", K::Bool, false, false),
         F(4, "propagationPolicy", K::Str, false, false),
         F(5, "dryRun", K::Str, true, false),
         F(6, "ignoreStoreReadErrorWithClusterBreakingPotential", K::Bool, false, false),
     ] },
-    /* 281 */ M { name: "k8s.io.apimachinery.pkg.apis.meta.v1.Preconditions", special: S::None, fields: &[
+    /* 285 */ M { name: "k8s.io.apimachinery.pkg.apis.meta.v1.Preconditions", special: S::None, fields: &[
         F(1, "uid", K::Str, false, false),
         F(2, "resourceVersion", K::Str, false, false),
     ] },
@@ -1746,7 +1770,9 @@ pub(super) fn root(api_version: &str, kind: &str) -> Option<usize> {
         ("authorization.k8s.io/v1", "SelfSubjectRulesReview") => 268,
         ("authentication.k8s.io/v1", "TokenRequest") => 273,
         ("autoscaling/v1", "Scale") => 277,
-        (_, "DeleteOptions") => 280,
+        ("policy/v1", "PodDisruptionBudget") => 280,
+        ("policy/v1", "Eviction") => 283,
+        (_, "DeleteOptions") => 284,
         _ => return None,
     })
 }

@@ -1,5 +1,6 @@
 //! The workload controllers, as kube-controller-manager's: ReplicaSet,
-//! Deployment, DaemonSet, StatefulSet, Job and CronJob.
+//! Deployment, DaemonSet, StatefulSet, Job and CronJob, and the
+//! disruption controller (PodDisruptionBudgets' status).
 //!
 //! Each is a reconcile loop: informer events name the objects to look at
 //! (`namespace/name` keys in the controller's [`WorkQueue`]), and `sync`
@@ -19,6 +20,7 @@ pub mod cron;
 mod cronjob;
 mod daemonset;
 mod deployment;
+mod disruption;
 pub mod expectations;
 mod job;
 pub mod owners;
@@ -36,6 +38,7 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{Node, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::jiff::Timestamp;
 use parking_lot::Mutex;
 use skiff_sdk::client::informer::{Event, Informer, Store};
@@ -72,16 +75,18 @@ pub enum Kind {
     StatefulSet,
     Job,
     CronJob,
+    DisruptionBudget,
 }
 
 impl Kind {
-    const ALL: [Kind; 6] = [
+    const ALL: [Kind; 7] = [
         Kind::ReplicaSet,
         Kind::Deployment,
         Kind::DaemonSet,
         Kind::StatefulSet,
         Kind::Job,
         Kind::CronJob,
+        Kind::DisruptionBudget,
     ];
 
     fn from_name(kind: &str) -> Option<Kind> {
@@ -96,6 +101,7 @@ impl Kind {
             Kind::StatefulSet => "StatefulSet",
             Kind::Job => "Job",
             Kind::CronJob => "CronJob",
+            Kind::DisruptionBudget => "PodDisruptionBudget",
         }
     }
 
@@ -108,6 +114,7 @@ impl Kind {
             Kind::StatefulSet => "statefulset-controller",
             Kind::Job => "job-controller",
             Kind::CronJob => "cronjob-controller",
+            Kind::DisruptionBudget => "disruption-controller",
         }
     }
 
@@ -132,6 +139,7 @@ pub struct Ctx {
     pub cron_jobs: Arc<Store<CronJob>>,
     pub nodes: Arc<Store<Node>>,
     pub claims: Arc<Store<PersistentVolumeClaim>>,
+    pub budgets: Arc<Store<PodDisruptionBudget>>,
     pub expectations: Expectations,
     queues: HashMap<Kind, WorkQueue>,
     recorders: HashMap<Kind, Recorder>,
@@ -164,6 +172,7 @@ struct Informers {
     cron_jobs: Arc<Informer<CronJob>>,
     nodes: Arc<Informer<Node>>,
     claims: Arc<Informer<PersistentVolumeClaim>>,
+    budgets: Arc<Informer<PodDisruptionBudget>>,
 }
 
 fn informer<K: Object>(client: &Client) -> Arc<Informer<K>> {
@@ -182,6 +191,7 @@ pub async fn run(client: Client, mut stop: watch::Receiver<bool>) {
         cron_jobs: informer(&client),
         nodes: informer(&client),
         claims: informer(&client),
+        budgets: informer(&client),
     };
     let ctx = Arc::new(Ctx {
         pods: inf.pods.store(),
@@ -193,6 +203,7 @@ pub async fn run(client: Client, mut stop: watch::Receiver<bool>) {
         cron_jobs: inf.cron_jobs.store(),
         nodes: inf.nodes.store(),
         claims: inf.claims.store(),
+        budgets: inf.budgets.store(),
         expectations: Expectations::default(),
         queues: Kind::ALL.map(|k| (k, WorkQueue::new())).into(),
         recorders: Kind::ALL
@@ -209,13 +220,18 @@ pub async fn run(client: Client, mut stop: watch::Receiver<bool>) {
     tasks.push(route(&ctx, inf.pods.subscribe(), route_pod));
     tasks.push(route(&ctx, inf.replica_sets.subscribe(), route_replica_set));
     tasks.push(route(&ctx, inf.deployments.subscribe(), |c, e| {
-        enqueue(c, Kind::Deployment, &**e.object())
+        enqueue(c, Kind::Deployment, &**e.object());
+        budgets_in(c, e.object().metadata.namespace.as_deref());
     }));
     tasks.push(route(&ctx, inf.daemon_sets.subscribe(), |c, e| {
         enqueue(c, Kind::DaemonSet, &**e.object())
     }));
     tasks.push(route(&ctx, inf.stateful_sets.subscribe(), |c, e| {
-        enqueue(c, Kind::StatefulSet, &**e.object())
+        enqueue(c, Kind::StatefulSet, &**e.object());
+        budgets_in(c, e.object().metadata.namespace.as_deref());
+    }));
+    tasks.push(route(&ctx, inf.budgets.subscribe(), |c, e| {
+        enqueue(c, Kind::DisruptionBudget, &**e.object())
     }));
     tasks.push(route(&ctx, inf.jobs.subscribe(), route_job));
     tasks.push(route(&ctx, inf.cron_jobs.subscribe(), |c, e| {
@@ -231,6 +247,7 @@ pub async fn run(client: Client, mut stop: watch::Receiver<bool>) {
     tasks.push(inf.cron_jobs.start());
     tasks.push(inf.nodes.start());
     tasks.push(inf.claims.start());
+    tasks.push(inf.budgets.start());
 
     let synced = async {
         inf.pods.synced().await;
@@ -242,6 +259,7 @@ pub async fn run(client: Client, mut stop: watch::Receiver<bool>) {
         inf.cron_jobs.synced().await;
         inf.nodes.synced().await;
         inf.claims.synced().await;
+        inf.budgets.synced().await;
     };
     tokio::select! {
         _ = synced => {}
@@ -277,6 +295,7 @@ fn sync_fn(kind: Kind) -> fn(Arc<Ctx>, String) -> SyncFuture {
         Kind::StatefulSet => |c, k| Box::pin(async move { statefulset::sync(&c, &k).await }),
         Kind::Job => |c, k| Box::pin(async move { job::sync(&c, &k).await }),
         Kind::CronJob => |c, k| Box::pin(async move { cronjob::sync(&c, &k).await }),
+        Kind::DisruptionBudget => |c, k| Box::pin(async move { disruption::sync(&c, &k).await }),
     }
 }
 
@@ -311,12 +330,31 @@ fn enqueue<K: Object>(ctx: &Ctx, kind: Kind, obj: &K) {
     ctx.queue(kind).add(owners::ns_name(obj.metadata()));
 }
 
+/// A change of scale wakes the budgets of its namespace (a percentage or
+/// maxUnavailable counts the controllers' replicas).
+fn budgets_in(ctx: &Ctx, ns: Option<&str>) {
+    for b in ctx.budgets.list_in(ns.unwrap_or("")) {
+        enqueue(ctx, Kind::DisruptionBudget, &*b);
+    }
+}
+
 /// Pods wake their controller (and tell its expectations what happened);
 /// an orphan wakes every controller in its namespace whose selector
 /// matches it, which may adopt it.
 fn route_pod(ctx: &Ctx, ev: &Event<Pod>) {
     let pod = ev.object();
     let ns = pod.metadata.namespace.as_deref().unwrap_or("");
+    // The budgets that count it, before and after.
+    let old = match ev {
+        Event::Applied { old, .. } => old.clone(),
+        _ => None,
+    };
+    for b in ctx.budgets.list_in(ns) {
+        if disruption::selects(&b, pod) || old.as_ref().is_some_and(|o| disruption::selects(&b, o))
+        {
+            enqueue(ctx, Kind::DisruptionBudget, &*b);
+        }
+    }
     let deleted = matches!(ev, Event::Deleted(_));
     let owner_kind =
         |m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| match controller_of(m) {
@@ -369,6 +407,7 @@ fn route_pod(ctx: &Ctx, ev: &Event<Pod>) {
 fn route_replica_set(ctx: &Ctx, ev: &Event<ReplicaSet>) {
     let rs = ev.object();
     enqueue(ctx, Kind::ReplicaSet, &**rs);
+    budgets_in(ctx, rs.metadata.namespace.as_deref());
     let ns = rs.metadata.namespace.as_deref().unwrap_or("");
     let mut owners = Vec::new();
     if let Event::Applied { old: Some(old), .. } = ev {
@@ -454,6 +493,7 @@ impl Ctx {
             cron_jobs: informer(&client).store(),
             nodes: informer(&client).store(),
             claims: informer(&client).store(),
+            budgets: informer(&client).store(),
             expectations: Expectations::default(),
             queues: Kind::ALL.map(|k| (k, WorkQueue::new())).into(),
             recorders: Kind::ALL
