@@ -500,11 +500,16 @@ impl OciRuntime {
         }
         c.console.close();
         let finished_at = SystemTime::now();
+        let started = c.dir.join("pid").exists();
+        // A process that ended before `start` saw it running: runc wrote
+        // the pid file when it started it.
         let started_at = match &*c.state.borrow() {
             ContainerState::Running { started_at } => Some(*started_at),
+            _ if started => std::fs::metadata(c.dir.join("pid"))
+                .and_then(|m| m.modified())
+                .ok(),
             _ => None,
         };
-        let started = c.dir.join("pid").exists();
         let termination = if !started {
             let message = runc_error(&c.dir.join("runc.log")).unwrap_or_else(|| match &status {
                 Ok(s) => format!("runc exited with {s} before the process started"),

@@ -453,19 +453,31 @@ async fn interactive_exec(rt: &OciRuntime, id: &skiff_sdk::runtime::ContainerId)
     let mut s = rt
         .exec_session(
             id,
-            argv("stty size; [ -t 0 ] && echo is-a-tty; read x; echo got $x >&2"),
+            argv("echo ready; read x; stty size; [ -t 0 ] && echo is-a-tty; echo got $x >&2"),
             tty,
         )
         .await
         .unwrap();
+    // Typed once the command runs (runc has set its terminal up by then):
+    // input that arrives earlier is echoed by the host side too.
+    let mut seen = Vec::new();
+    while !String::from_utf8_lossy(&seen).contains("ready") {
+        let (_, chunk) = tokio::time::timeout(Duration::from_secs(10), s.output.recv())
+            .await
+            .expect("the command starts")
+            .expect("output before the end");
+        seen.extend(chunk);
+    }
     s.terminal
         .as_ref()
         .expect("a terminal")
         .resize(132, 43)
         .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
     let mut stdin = s.stdin.take().unwrap();
     stdin.write_all(b"hello\n").await.unwrap();
-    let (out, err, code) = drain(s).await;
+    let (rest, err, code) = drain(s).await;
+    let out = String::from_utf8_lossy(&seen).into_owned() + &rest;
     assert_eq!(code, 0, "{out}");
     assert!(err.is_empty(), "{err}");
     // The terminal echoes input and ends lines with CR LF.
