@@ -6,11 +6,11 @@ use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 use wasmtime::component::Component;
 use wasmtime::{Engine, InstanceAllocationStrategy, Module, PoolingAllocationConfig};
 
@@ -75,35 +75,75 @@ pub(crate) fn build_engine(cfg: &EngineConfig) -> Result<Engine, Error> {
 }
 
 /// Advances the engine's epoch every tick on its own thread, so that a guest
-/// spinning on a tokio worker still reaches its deadline callback.
+/// spinning on a tokio worker still reaches its deadline callback — while
+/// some store exists ([`Ticker::awake`]): with no store no guest code can
+/// run, and an idle node does not wake a thousand times a second for
+/// nothing. Deadlines are relative to the epoch when they are set, so a
+/// pause shifts them all alike.
 pub(crate) struct Ticker {
-    stop: Arc<AtomicBool>,
+    shared: Arc<TickerShared>,
     thread: Option<JoinHandle<()>>,
+}
+
+#[derive(Default)]
+struct TickerShared {
+    /// Live stores, and whether the ticker should stop.
+    state: Mutex<(usize, bool)>,
+    changed: Condvar,
+}
+
+/// Keeps the ticker going while it lives (one per store).
+pub(crate) struct Awake(Arc<TickerShared>);
+
+impl Drop for Awake {
+    fn drop(&mut self) {
+        self.0.state.lock().0 -= 1;
+    }
 }
 
 impl Ticker {
     pub(crate) fn start(engine: Engine, tick: Duration) -> Result<Ticker, Error> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
+        let shared = Arc::new(TickerShared::default());
+        let s = shared.clone();
         let thread = std::thread::Builder::new()
             .name("wasm-epoch".into())
             .spawn(move || {
-                while !flag.load(Ordering::Relaxed) {
+                loop {
+                    {
+                        let mut state = s.state.lock();
+                        while state.0 == 0 && !state.1 {
+                            s.changed.wait(&mut state);
+                        }
+                        if state.1 {
+                            return;
+                        }
+                    }
                     std::thread::sleep(tick);
                     engine.increment_epoch();
                 }
             })
             .map_err(Error::Threads)?;
         Ok(Ticker {
-            stop,
+            shared,
             thread: Some(thread),
         })
+    }
+
+    /// A store is about to exist: tick until the returned guard is dropped.
+    pub(crate) fn awake(&self) -> Awake {
+        let mut state = self.shared.state.lock();
+        state.0 += 1;
+        if state.0 == 1 {
+            self.shared.changed.notify_one();
+        }
+        Awake(self.shared.clone())
     }
 }
 
 impl Drop for Ticker {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.shared.state.lock().1 = true;
+        self.shared.changed.notify_one();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }

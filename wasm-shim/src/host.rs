@@ -166,6 +166,8 @@ pub(crate) struct Limits {
     cpu: Option<CpuQuota>,
     slice_ticks: u64,
     tick: Duration,
+    /// Keeps the epoch ticking while the store lives.
+    _awake: Option<crate::engine::Awake>,
 }
 
 impl Limits {
@@ -187,7 +189,14 @@ impl Limits {
                 .map(|m| CpuQuota::new(m.max(1), slice)),
             slice_ticks,
             tick,
+            _awake: None,
         }
+    }
+
+    /// The ticker runs while these limits' store lives.
+    pub(crate) fn ticking(mut self, awake: crate::engine::Awake) -> Limits {
+        self._awake = Some(awake);
+        self
     }
 
     pub(crate) fn memory_used(&self) -> usize {

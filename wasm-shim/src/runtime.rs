@@ -94,7 +94,7 @@ pub(crate) struct Inner {
     pres: Mutex<HashMap<String, Pre>>,
     containers: Mutex<HashMap<ContainerId, Arc<Container>>>,
     executor: Executor,
-    _ticker: Ticker,
+    ticker: Ticker,
 }
 
 /// The runtime's own tokio runtime; shut down in the background on drop so
@@ -258,7 +258,7 @@ impl WasmRuntime {
                 pres: Mutex::new(HashMap::new()),
                 containers: Mutex::new(HashMap::new()),
                 executor: Executor(Some(executor)),
-                _ticker: ticker,
+                ticker,
             }),
         })
     }
@@ -802,6 +802,7 @@ impl Inner {
         }
     }
 
+    /// A store's limits; the epoch ticks while they live.
     fn limits(&self, spec: &ContainerSpec) -> Limits {
         Limits::new(
             spec.limits.memory_bytes,
@@ -809,6 +810,7 @@ impl Inner {
             self.config.engine.slice_ticks,
             self.config.engine.epoch_tick,
         )
+        .ticking(self.ticker.awake())
     }
 }
 
