@@ -1440,9 +1440,8 @@ async fn evict(objects: &Objects, t: &Target, body: &[u8]) -> Result<Response<Bo
         sub: None,
         ..t.clone()
     };
-    let options = serde_json::to_vec(&eviction["deleteOptions"]).expect("json");
     let options = if eviction["deleteOptions"].is_object() {
-        options
+        serde_json::to_vec(&eviction["deleteOptions"]).expect("json")
     } else {
         Vec::new()
     };
