@@ -19,8 +19,13 @@ async fn run(rt: &wasm_shim::WasmRuntime, spec: ContainerSpec) -> Termination {
         .unwrap_or_else(|| panic!("{status:?}"))
 }
 
+/// These tests take turns: on a two-core machine a neighbour spinning a
+/// guest or compiling one would be in the timings they assert.
+static CORES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn infinite_loop_ends_at_its_deadline() {
+    let _cores = CORES.lock().await;
     let f = common::runtime();
     for guest in ["misbehave.wasm", "misbehave.p1.wasm"] {
         let mut spec = f.command(&format!("loop-{guest}"), guest, &["loop"]);
@@ -44,6 +49,7 @@ async fn infinite_loop_ends_at_its_deadline() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_interrupts_a_spinning_guest_at_once() {
+    let _cores = CORES.lock().await;
     let f = common::runtime();
     let spec = f.command("spin", "misbehave.wasm", &["loop"]);
     f.runtime.start(spec.clone()).await.expect("starting");
@@ -67,6 +73,7 @@ async fn stop_interrupts_a_spinning_guest_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_bomb_is_capped_and_neighbours_carry_on() {
+    let _cores = CORES.lock().await;
     let f = common::runtime();
     let neighbour = f.command("neighbour", "job.wasm", &["ticks", "0", "20"]);
     f.runtime
@@ -103,6 +110,7 @@ async fn memory_bomb_is_capped_and_neighbours_carry_on() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn traps_end_the_container_with_the_trap() {
+    let _cores = CORES.lock().await;
     let f = common::runtime();
     for guest in ["misbehave.wasm", "misbehave.p1.wasm"] {
         let id = format!("trap-{guest}");
@@ -141,6 +149,7 @@ const UNKNOWN_IMPORT: &[u8] = &[
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unrunnable_binaries_are_start_errors() {
+    let _cores = CORES.lock().await;
     let f = common::runtime();
     let dir = f.dir.path().join("bad");
     std::fs::create_dir_all(&dir).unwrap();
@@ -209,6 +218,7 @@ async fn unrunnable_binaries_are_start_errors() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cpu_limit_slices_time() {
+    let _cores = CORES.lock().await;
     let f = common::runtime();
     let args = ["500000", "1"];
     let image = f.command("cpu-free", "cpu-worker.wasm", &args).image;
