@@ -26,6 +26,7 @@ use skiff_sdk::client::Api;
 use skiff_sdk::selector::LabelSelector;
 
 use super::owners::{controller_of, labels, scaled, selector_of};
+use super::pods::is_ready;
 use super::{Ctx, Error, Requeue, Result};
 
 /// How long an evicted pod that has not started terminating counts as
@@ -246,11 +247,4 @@ fn controllers_scale(ctx: &Ctx, pods: &[Arc<Pod>]) -> Result<i32, String> {
         scales.insert(uid, replicas);
     }
     Ok(scales.values().sum())
-}
-
-fn is_ready(pod: &Pod) -> bool {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
