@@ -339,8 +339,9 @@ async fn container_pods_run_on_runc() {
         Some("one\ntwo\n"),
     );
     assert_eq!(out, "one\ntwo\ndone\n");
-    // -it: a terminal of the client's size (kubectl needs one of its own:
-    // `script` gives it a pseudo-terminal).
+    // -it: a terminal of the client's size from the command's first
+    // instant (kubectl needs a terminal of its own: `script` gives it a
+    // pseudo-terminal).
     let inner = format!(
         "stty cols 91 rows 27; kubectl exec -it {pod} -- sh -c 'stty size; tty; echo $TERM; exit 6'"
     );
@@ -429,7 +430,8 @@ async fn container_pods_run_on_runc() {
     assert!(!gone, "kubectl run --rm deleted the pod");
 
     // kubectl attach -it to a container on a terminal: its output, on a
-    // terminal of the client's size (runc passes the size on).
+    // terminal of the client's size (runc passes the size on). The
+    // container ends once it sees that size, and so does the attach.
     kubectl_ok(
         &m,
         &[
@@ -444,7 +446,8 @@ async fn container_pods_run_on_runc() {
             "--",
             "sh",
             "-c",
-            "while sleep 0.2; do echo \"size $(stty size) on $(tty) as $TERM\"; done",
+            "while :; do s=$(stty size); echo \"size $s on $(tty) as $TERM\"; \
+             [ \"$s\" = '33 77' ] && exit 0; sleep 0.2; done",
         ],
         None,
     );
@@ -456,7 +459,7 @@ async fn container_pods_run_on_runc() {
     let out = Command::new("script")
         .args([
             "-qec",
-            "stty cols 77 rows 33; timeout 4 kubectl attach -it term",
+            "stty cols 77 rows 33; timeout 60 kubectl attach -it term",
             "/dev/null",
         ])
         .env("KUBECONFIG", m.kubeconfig())
@@ -464,6 +467,7 @@ async fn container_pods_run_on_runc() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout).replace('\r', "");
+    assert_eq!(out.status.code(), Some(0), "{text}");
     assert!(
         text.contains("size 33 77 on /dev/pts/") && text.contains("as xterm"),
         "{text}"

@@ -161,7 +161,8 @@ pub(crate) struct Container {
     /// runc's name for it (`[A-Za-z0-9_.+-]`).
     pub(crate) runc_id: String,
     spec: ContainerSpec,
-    dir: PathBuf,
+    /// The bundle: `config.json`, the rootfs mount, runc's log.
+    pub(crate) dir: PathBuf,
     image_digest: String,
     pub(crate) state: watch::Sender<ContainerState>,
     /// A stop was asked for: the exit is not an OOM kill.

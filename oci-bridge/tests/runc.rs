@@ -486,6 +486,17 @@ async fn interactive_exec(rt: &OciRuntime, id: &skiff_sdk::runtime::ContainerId)
     assert!(lines.contains(&"is-a-tty"), "{out:?}");
     assert!(lines.contains(&"got hello"), "{out:?}");
 
+    // A size sent as the session opens (as kubectl sends it) is the
+    // terminal's from the command's first instant.
+    let s = rt.exec_session(id, argv("stty size"), tty).await.unwrap();
+    s.terminal
+        .as_ref()
+        .expect("a terminal")
+        .resize(91, 27)
+        .unwrap();
+    let (out, _, code) = drain(s).await;
+    assert_eq!((out.trim_end(), code), ("27 91", 0));
+
     // No stdin asked for: none given, and the command sees end of file.
     let s = rt
         .exec_session(id, argv("cat; echo eof"), ExecOptions::default())
