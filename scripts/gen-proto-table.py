@@ -80,6 +80,7 @@ ROOTS = [
     ("autoscaling/v1", "Scale", "api/autoscaling/v1", "Scale"),
     ("policy/v1", "PodDisruptionBudget", "api/policy/v1", "PodDisruptionBudget"),
     ("policy/v1", "Eviction", "api/policy/v1", "Eviction"),
+    ("scheduling.k8s.io/v1", "PriorityClass", "api/scheduling/v1", "PriorityClass"),
     # client-go encodes DeleteOptions under the resource's group version.
     (None, "DeleteOptions", META, "DeleteOptions"),
 ]

@@ -21,8 +21,9 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use serde_json::json;
-use skiff_sched::{NodeInfo, PodInfo, Scheduler, Snapshot};
+use skiff_sched::{DisruptionBudget, NodeInfo, PodInfo, Scheduler, Snapshot};
 use skiff_sdk::client::informer::Informer;
 use skiff_sdk::client::{Api, Client, DeleteParams, ListParams, PatchType, key_of};
 use tokio::sync::{Notify, watch};
@@ -230,12 +231,17 @@ impl Loop {
         let results = self.scheduler.schedule_batch(&infos, &mut snapshot);
         let mut binds = Vec::new();
         let mut retry = false;
+        let mut budgets = None;
         for ((pod, info), result) in batch.iter().zip(&infos).zip(results) {
             match result {
                 Ok(placement) => binds.push((pod.clone(), placement.node)),
                 Err(fit) => {
                     let message = fit.to_string();
-                    if let Some(p) = self.scheduler.preempt(info, &before) {
+                    if budgets.is_none() {
+                        budgets = Some(self.disruption_budgets().await);
+                    }
+                    let budgets = budgets.as_deref().unwrap_or_default();
+                    if let Some(p) = self.scheduler.preempt(info, &before, budgets) {
                         retry = true;
                         self.preempt(pod, &p, &message).await;
                     } else {
@@ -310,6 +316,25 @@ impl Loop {
         self.recorder
             .warning(reference(pod), "FailedScheduling", message.to_string())
             .await;
+    }
+
+    /// The PodDisruptionBudgets, read when a pod fits nowhere: preemption
+    /// spares the pods they protect where it can (read from the API, not
+    /// cached: preemption is rare, and a budget's allowance changes with
+    /// every eviction).
+    async fn disruption_budgets(&self) -> Vec<DisruptionBudget> {
+        let api: Api<PodDisruptionBudget> = Api::all(&self.client);
+        match api.list_all(&ListParams::default()).await {
+            Ok(list) => list
+                .items
+                .iter()
+                .filter_map(DisruptionBudget::from_pdb)
+                .collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "listing PodDisruptionBudgets for preemption");
+                Vec::new()
+            }
+        }
     }
 
     /// Evicts the victims and nominates the node for `pod`.

@@ -1258,3 +1258,214 @@ fn cron_parser_golden_cases() {
         assert!(cron::parse(bad).is_err(), "{bad} parsed");
     }
 }
+
+/// Two fake nodes that run containers, each filled by a pod; a budget
+/// protects the one on the node whose name sorts first.
+const CROWDED: &str = r#"
+apiVersion: v1
+kind: Node
+metadata:
+  name: crowded-a
+  labels: {kubernetes.io/hostname: crowded-a, kubernetes.io/os: linux, skiff.dev/runtime-oci: "true"}
+---
+apiVersion: v1
+kind: Node
+metadata:
+  name: crowded-b
+  labels: {kubernetes.io/hostname: crowded-b, kubernetes.io/os: linux, skiff.dev/runtime-oci: "true"}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: db, namespace: crowd, labels: {app: db}}
+spec:
+  nodeName: crowded-a
+  containers:
+  - {name: c, image: example.com/db:1, resources: {requests: {cpu: "2"}}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web, namespace: crowd, labels: {app: web}}
+spec:
+  nodeName: crowded-b
+  containers:
+  - {name: c, image: example.com/web:1, resources: {requests: {cpu: "2"}}}
+---
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata: {name: db, namespace: crowd}
+spec:
+  minAvailable: 1
+  selector:
+    matchLabels: {app: db}
+"#;
+
+/// PriorityClasses as Kubernetes has them (the system classes, the
+/// Priority admission, one global default), and preemption sparing the
+/// pods a PodDisruptionBudget protects when another node's pods can make
+/// room: without the budget, the tie between the two nodes goes to the
+/// first by name, and `db` would be the victim.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn priority_classes_and_preemption_around_budgets() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut m = Member::new(tmp.path(), "pre");
+    m.extra = ["--disable-agent", "--node-monitor-grace-period", "3600"]
+        .map(String::from)
+        .to_vec();
+    m.start();
+    m.wait_ready(READY).await;
+    m.wait_api(READY).await;
+    let k = Kube {
+        client: Client::from_kubeconfig(&m.kubeconfig()).unwrap(),
+        kubeconfig: m.kubeconfig(),
+        home: m.dir.join("home"),
+        log: m.dir.with_extension("log"),
+    };
+    let refused =
+        |args: &'static [&'static str], stdin: Option<&'static str>, why: &'static str| {
+            let k = &k;
+            async move {
+                let (ok, _, err) = k.kubectl(args, stdin).await;
+                assert!(!ok && err.contains(why), "kubectl {args:?}: {err}");
+            }
+        };
+
+    // The classes: the system ones, a user's (kubectl sends protobuf).
+    let table = k.kubectl_ok(&["get", "priorityclasses"]).await;
+    for want in [
+        "GLOBAL-DEFAULT",
+        "system-node-critical",
+        "2000001000",
+        "system-cluster-critical",
+    ] {
+        assert!(table.contains(want), "{table}");
+    }
+    k.kubectl_ok(&["create", "priorityclass", "urgent", "--value=1000"])
+        .await;
+    refused(
+        &["create", "priorityclass", "greedy", "--value=1000000001"],
+        None,
+        "maximum allowed value of a user defined priority is 1000000000",
+    )
+    .await;
+    refused(
+        &["create", "priorityclass", "system-mine", "--value=1"],
+        None,
+        "reserved for system use only",
+    )
+    .await;
+    refused(
+        &["delete", "priorityclass", "system-node-critical"],
+        None,
+        "this is a system priority class and cannot be deleted",
+    )
+    .await;
+    refused(
+        &["patch", "priorityclass", "urgent", "-p", r#"{"value": 7}"#],
+        None,
+        "may not be changed in an update",
+    )
+    .await;
+
+    // Pods: the class decides the priority, never the pod's author.
+    k.kubectl_ok(&["create", "namespace", "crowd"]).await;
+    refused(
+        &["apply", "-f", "-"],
+        Some("{apiVersion: v1, kind: Pod, metadata: {name: sneaky, namespace: crowd}, spec: {priority: 5, containers: [{name: c, image: x}]}}"),
+        "the integer value of priority (5) must not be provided in pod spec; priority admission controller computed 0",
+    )
+    .await;
+    refused(
+        &["apply", "-f", "-"],
+        Some("{apiVersion: v1, kind: Pod, metadata: {name: lost, namespace: crowd}, spec: {priorityClassName: nope, containers: [{name: c, image: x}]}}"),
+        "no PriorityClass with name nope was found",
+    )
+    .await;
+
+    k.apply(CROWDED).await;
+    let pods = k.api::<Pod>("crowd");
+    let db = pods.get("db").await.unwrap();
+    let spec = db.spec.as_ref().unwrap();
+    assert_eq!(
+        (spec.priority, spec.preemption_policy.as_deref()),
+        (Some(0), Some("PreemptLowerPriority"))
+    );
+    let room = json!({"cpu": "2", "memory": "4Gi", "pods": "110"});
+    for node in ["crowded-a", "crowded-b"] {
+        let status = json!({"status": {"capacity": room, "allocatable": room, "conditions": [
+            {"type": "Ready", "status": "True", "reason": "KubeletReady",
+             "lastHeartbeatTime": now(), "lastTransitionTime": now()}]}});
+        k.kubectl_ok(&[
+            "patch",
+            "node",
+            node,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            &status.to_string(),
+        ])
+        .await;
+    }
+    // db is not Ready (nothing runs it), so the budget allows no disruption.
+    let budgets = k.api::<k8s_openapi::api::policy::v1::PodDisruptionBudget>("crowd");
+    k.wait("the budget's status", WAIT, || async {
+        let s = budgets.get("db").await.ok()?.status?;
+        (s.expected_pods == 1 && s.disruptions_allowed == 0).then_some(())
+    })
+    .await;
+
+    let urgent = "{apiVersion: v1, kind: Pod, metadata: {name: urgent, namespace: crowd}, spec: {priorityClassName: urgent, containers: [{name: c, image: example.com/urgent:1, resources: {requests: {cpu: '1'}}}]}}";
+    k.apply(urgent).await;
+    let nominated = k
+        .wait("urgent to be nominated", WAIT, || async {
+            let p = pods.get("urgent").await.ok()?;
+            assert_eq!(p.spec.as_ref()?.priority, Some(1000));
+            p.status?.nominated_node_name
+        })
+        .await;
+    assert_eq!(nominated, "crowded-b");
+    let web = pods.get("web").await;
+    assert!(
+        web.as_ref()
+            .map_or(true, |p| p.metadata.deletion_timestamp.is_some()),
+        "web is the victim: {web:?}"
+    );
+    let db = pods.get("db").await.unwrap();
+    assert!(db.metadata.deletion_timestamp.is_none(), "db is spared");
+    let events = k.events("crowd", "web").await;
+    assert!(
+        events
+            .iter()
+            .any(|(reason, message)| reason == "Preempted" && message.contains("crowded-b")),
+        "{events:?}"
+    );
+
+    // One global default, which pods naming no class get.
+    k.kubectl_ok(&[
+        "create",
+        "priorityclass",
+        "usual",
+        "--value=10",
+        "--global-default",
+    ])
+    .await;
+    refused(
+        &[
+            "create",
+            "priorityclass",
+            "other",
+            "--value=20",
+            "--global-default",
+        ],
+        None,
+        "PriorityClass usual is already marked as default. Only one default can exist",
+    )
+    .await;
+    k.apply("{apiVersion: v1, kind: Pod, metadata: {name: plain, namespace: crowd}, spec: {containers: [{name: c, image: x}]}}")
+        .await;
+    let plain = pods.get("plain").await.unwrap();
+    let spec = plain.spec.as_ref().unwrap();
+    assert_eq!(
+        (spec.priority_class_name.as_deref(), spec.priority),
+        (Some("usual"), Some(10))
+    );
+}

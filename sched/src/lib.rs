@@ -18,7 +18,7 @@ pub use model::{
     Requirement, Resources, SpreadConstraint, Taint, TaintEffect, Toleration, TolerationOperator,
     WASM_RUNTIME_CLASS, WeightedPodAffinityTerm, WhenUnsatisfiable,
 };
-pub use preempt::Preemption;
+pub use preempt::{DisruptionBudget, Preemption};
 pub use quantity::{Quantity, QuantityError};
 pub use scheduler::{Config, FitError, NodeFailure, NodeScore, Placement, Scheduler};
 pub use score::{MAX_NODE_SCORE, ScoringStrategy, Weights};

@@ -352,7 +352,7 @@ impl LabelSelector {
 }
 
 impl LabelSelector {
-    fn read(sel: Option<&meta::LabelSelector>, path: &str) -> Result<Self, ModelError> {
+    pub(crate) fn read(sel: Option<&meta::LabelSelector>, path: &str) -> Result<Self, ModelError> {
         let Some(sel) = sel else {
             return Ok(LabelSelector::Nothing);
         };

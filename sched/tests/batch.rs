@@ -4,8 +4,11 @@
 mod common;
 
 use common::{pod, snapshot};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use serde_json::{Value, json};
-use skiff_sched::{Config, NodeInfo, PodInfo, Preemption, Scheduler, ScoringStrategy, Snapshot};
+use skiff_sched::{
+    Config, DisruptionBudget, NodeInfo, PodInfo, Preemption, Scheduler, ScoringStrategy, Snapshot,
+};
 
 fn pods(list: Value) -> Vec<PodInfo> {
     list.as_array().unwrap().iter().map(pod).collect()
@@ -161,8 +164,35 @@ struct PreemptCase {
     name: &'static str,
     nodes: Value,
     placed: Value,
+    /// PodDisruptionBudgets.
+    budgets: Value,
     pod: Value,
     expect: Option<(&'static str, &'static [&'static str])>,
+}
+
+/// Node a runs `db` (which the budget in these cases selects), node b
+/// `web`; each fills its node.
+fn protected() -> Value {
+    json!([
+        {"node": "a", "name": "db", "cpu": "2", "labels": {"app": "db"}},
+        {"node": "b", "name": "web", "cpu": "2", "labels": {"app": "web"}}
+    ])
+}
+
+/// A PodDisruptionBudget over `app=<app>` in `default`, as the disruption
+/// controller leaves it.
+fn budget(app: &str, allowed: i32, disrupted: &[&str]) -> Value {
+    let disrupted: serde_json::Map<String, Value> = disrupted
+        .iter()
+        .map(|p| (p.to_string(), json!("2026-11-25T00:00:00Z")))
+        .collect();
+    json!({
+        "apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+        "metadata": {"name": app, "namespace": "default"},
+        "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": app}}},
+        "status": {"currentHealthy": 1, "desiredHealthy": 1, "expectedPods": 1,
+                   "disruptionsAllowed": allowed, "disruptedPods": disrupted},
+    })
 }
 
 fn preempt_cases() -> Vec<PreemptCase> {
@@ -177,6 +207,7 @@ fn preempt_cases() -> Vec<PreemptCase> {
                 {"node": "b", "name": "mid-0", "cpu": "2", "priority": 500}
             ]),
             pod: json!({"name": "p", "cpu": "1", "priority": 1000}),
+            budgets: json!([]),
             expect: Some(("a", &["low-1"])),
         },
         PreemptCase {
@@ -187,6 +218,7 @@ fn preempt_cases() -> Vec<PreemptCase> {
                 {"node": "b", "name": "ten", "cpu": "2", "priority": 10}
             ]),
             pod: json!({"name": "p", "cpu": "1", "priority": 1000}),
+            budgets: json!([]),
             expect: Some(("b", &["ten"])),
         },
         PreemptCase {
@@ -198,6 +230,7 @@ fn preempt_cases() -> Vec<PreemptCase> {
                 {"node": "b", "name": "big", "cpu": "2", "priority": 0}
             ]),
             pod: json!({"name": "p", "cpu": "2", "priority": 1000}),
+            budgets: json!([]),
             expect: Some(("b", &["big"])),
         },
         PreemptCase {
@@ -211,6 +244,7 @@ fn preempt_cases() -> Vec<PreemptCase> {
             "requiredDuringSchedulingIgnoredDuringExecution": [
                 {"labelSelector": {"matchLabels": {"app": "web"}}, "topologyKey": "kubernetes.io/hostname"}
             ]}}}}),
+            budgets: json!([]),
             expect: Some(("a", &["web-old"])),
         },
         PreemptCase {
@@ -218,6 +252,7 @@ fn preempt_cases() -> Vec<PreemptCase> {
             nodes: two(),
             placed: json!([{"node": "a", "name": "low", "cpu": "2"}, {"node": "b", "name": "low2", "cpu": "2"}]),
             pod: json!({"name": "p", "cpu": "1", "priority": 1000, "spec": {"preemptionPolicy": "Never"}}),
+            budgets: json!([]),
             expect: None,
         },
         PreemptCase {
@@ -225,6 +260,7 @@ fn preempt_cases() -> Vec<PreemptCase> {
             nodes: json!([{"name": "a", "cpu": "2", "memory": "4Gi", "taints": ["x=y:NoSchedule"]}]),
             placed: json!([{"node": "a", "name": "low", "cpu": "2", "spec": {"tolerations": [{"operator": "Exists"}]}}]),
             pod: json!({"name": "p", "cpu": "1", "priority": 1000}),
+            budgets: json!([]),
             expect: None,
         },
         PreemptCase {
@@ -232,6 +268,7 @@ fn preempt_cases() -> Vec<PreemptCase> {
             nodes: json!([{"name": "a", "cpu": "2", "memory": "4Gi"}]),
             placed: json!([{"node": "a", "name": "low", "cpu": "2"}]),
             pod: json!({"name": "p", "cpu": "1", "priority": 1000, "spec": {"nodeSelector": {"disk": "ssd"}}}),
+            budgets: json!([]),
             expect: None,
         },
         PreemptCase {
@@ -242,6 +279,7 @@ fn preempt_cases() -> Vec<PreemptCase> {
                 {"node": "b", "name": "higher", "cpu": "2", "priority": 2000}
             ]),
             pod: json!({"name": "p", "cpu": "1", "priority": 1000}),
+            budgets: json!([]),
             expect: None,
         },
         PreemptCase {
@@ -249,7 +287,62 @@ fn preempt_cases() -> Vec<PreemptCase> {
             nodes: json!([{"name": "a", "cpu": "2", "memory": "4Gi"}]),
             placed: json!([{"node": "a", "name": "low", "cpu": "1"}]),
             pod: json!({"name": "p", "cpu": "3", "priority": 1000}),
+            budgets: json!([]),
             expect: None,
+        },
+        PreemptCase {
+            name: "a budget steers preemption to pods it does not protect",
+            nodes: two(),
+            placed: protected(),
+            budgets: json!([budget("db", 0, &[])]),
+            pod: json!({"name": "p", "cpu": "1", "priority": 1000}),
+            expect: Some(("b", &["web"])),
+        },
+        PreemptCase {
+            name: "a budget with room to spare protects nothing",
+            nodes: two(),
+            placed: protected(),
+            budgets: json!([budget("db", 1, &[])]),
+            pod: json!({"name": "p", "cpu": "1", "priority": 1000}),
+            expect: Some(("a", &["db"])),
+        },
+        PreemptCase {
+            name: "a pod the budget already counts as disrupted is not protected",
+            nodes: two(),
+            placed: protected(),
+            budgets: json!([budget("db", 0, &["db"])]),
+            pod: json!({"name": "p", "cpu": "1", "priority": 1000}),
+            expect: Some(("a", &["db"])),
+        },
+        PreemptCase {
+            name: "budgets are violated when nothing else makes room",
+            nodes: json!([{"name": "a", "cpu": "2", "memory": "4Gi"}]),
+            placed: json!([{"node": "a", "name": "db", "cpu": "2", "labels": {"app": "db"}}]),
+            budgets: json!([budget("db", 0, &[])]),
+            pod: json!({"name": "p", "cpu": "1", "priority": 1000}),
+            expect: Some(("a", &["db"])),
+        },
+        PreemptCase {
+            name: "protected pods are reprieved first",
+            nodes: json!([{"name": "a", "cpu": "2", "memory": "4Gi"}]),
+            placed: json!([
+                {"node": "a", "name": "web", "cpu": "1", "labels": {"app": "web"}},
+                {"node": "a", "name": "zdb", "cpu": "1", "labels": {"app": "db"}}
+            ]),
+            budgets: json!([budget("db", 0, &[])]),
+            pod: json!({"name": "p", "cpu": "1", "priority": 1000}),
+            expect: Some(("a", &["web"])),
+        },
+        PreemptCase {
+            name: "without the budget, the same node loses the pod sorted last",
+            nodes: json!([{"name": "a", "cpu": "2", "memory": "4Gi"}]),
+            placed: json!([
+                {"node": "a", "name": "web", "cpu": "1", "labels": {"app": "web"}},
+                {"node": "a", "name": "zdb", "cpu": "1", "labels": {"app": "db"}}
+            ]),
+            budgets: json!([]),
+            pod: json!({"name": "p", "cpu": "1", "priority": 1000}),
+            expect: Some(("a", &["zdb"])),
         },
     ]
 }
@@ -272,7 +365,17 @@ fn preemption_chooses_like_kube_scheduler() {
                 .map(|v| ("default".to_owned(), v.to_string()))
                 .collect(),
         });
-        let got = s.preempt(&p, &snap);
+        let budgets: Vec<DisruptionBudget> = c
+            .budgets
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| {
+                let pdb: PodDisruptionBudget = serde_json::from_value(b.clone()).unwrap();
+                DisruptionBudget::from_pdb(&pdb).expect("a budget with a selector")
+            })
+            .collect();
+        let got = s.preempt(&p, &snap, &budgets);
         assert_eq!(got, want, "{}", c.name);
         // Evicting the victims makes the pod fit on the chosen node.
         if let Some(pre) = got {
@@ -295,7 +398,10 @@ fn preempt_is_none_when_the_pod_fits() {
         &json!([]),
     );
     let p = pod(&json!({"name": "p", "cpu": "1", "priority": 10}));
-    assert_eq!(Scheduler::new(Config::default()).preempt(&p, &snap), None);
+    assert_eq!(
+        Scheduler::new(Config::default()).preempt(&p, &snap, &[]),
+        None
+    );
 }
 
 // percentageOfNodesToScore and ties ----------------------------------------

@@ -740,11 +740,15 @@ async fn create(
     if t.res.kind == "Pod" {
         super::imagekind::default_runtime_class(&mut obj).await;
         admit_runtime_class(objects, &name, &mut obj).await?;
+        super::priority::admit_pod(objects, &name, &mut obj).await?;
         let ns = t.namespace.clone().unwrap_or_default();
         super::serviceaccount::admit(objects, &ns, &name, &mut obj).await?;
     }
     if t.res.kind == "Ingress" {
         admit_default_ingress_class(objects, &mut obj).await?;
+    }
+    if t.res.kind == "PriorityClass" {
+        super::priority::admit_class(objects, &obj).await?;
     }
     {
         let m = obj["metadata"]
@@ -911,6 +915,13 @@ async fn update(
         }
     }
     validate::validate(t.res, &obj)?;
+    if t.res.kind == "PriorityClass" {
+        let causes = super::priority::validate_update(&current, &obj);
+        if !causes.is_empty() {
+            return Err(ApiError::invalid(t.res.group, t.res.kind, &name, causes));
+        }
+        super::priority::admit_class(objects, &obj).await?;
+    }
     if t.res.has_spec && obj.get("spec") != current.get("spec") {
         let g = current["metadata"]["generation"].as_i64().unwrap_or(0) + 1;
         obj["metadata"]["generation"] = json!(g);
@@ -1578,6 +1589,9 @@ async fn delete(
         )));
     }
     let name = t.name.clone().unwrap_or_default();
+    if t.res.kind == "PriorityClass" {
+        super::priority::check_delete(&name)?;
+    }
     for _ in 0..5 {
         let s = load(objects, t).await?;
         if let Some(pre_uid) = opts["preconditions"]["uid"].as_str()
@@ -2305,8 +2319,8 @@ pub(super) async fn create_if_absent(
 
 /// The objects every cluster starts with: the bootstrap RBAC roles and
 /// bindings (cluster-admin for `system:masters`, `system:node` for joined
-/// agents) and the `wasm` RuntimeClass, whose scheduling constraint sends
-/// its pods to nodes whose agent runs wasm.
+/// agents), the `wasm` RuntimeClass, whose scheduling constraint sends
+/// its pods to nodes whose agent runs wasm, and the system PriorityClasses.
 pub async fn ensure_bootstrap_objects(objects: &Objects) -> anyhow::Result<()> {
     let rule = |groups: &[&str], resources: &[&str], verbs: &[&str]| json!({"apiGroups": groups, "resources": resources, "verbs": verbs});
     let read = ["get", "list", "watch"];
@@ -2423,6 +2437,11 @@ pub async fn ensure_bootstrap_objects(objects: &Objects) -> anyhow::Result<()> {
         }),
     )
     .await?;
+    let priority_classes = resources::find("scheduling.k8s.io", "v1", "priorityclasses")
+        .expect("priorityclasses served");
+    for class in super::priority::system_classes() {
+        create_if_absent(objects, priority_classes, class).await?;
+    }
     create_if_absent(
         objects,
         runtime_classes,

@@ -19,6 +19,7 @@ mod lifecycle;
 pub mod local;
 pub mod logs;
 mod noderestriction;
+mod priority;
 pub mod proto;
 pub mod quic;
 mod rbac;

@@ -85,6 +85,7 @@ pub static RESOURCES: &[Resource] = &[
     res!("coordination.k8s.io", "v1", "Lease", "leases", "lease", true, NONE, NONE, false, false, true),
     res!("node.k8s.io", "v1", "RuntimeClass", "runtimeclasses", "runtimeclass", false, NONE, NONE, false, false, false),
     res!("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets", "poddisruptionbudget", true, &["pdb"], NONE, true, false, true),
+    res!("scheduling.k8s.io", "v1", "PriorityClass", "priorityclasses", "priorityclass", false, &["pc"], NONE, false, false, false),
 ];
 
 impl Resource {

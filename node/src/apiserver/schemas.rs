@@ -48,7 +48,7 @@ static ALL: LazyLock<(Map<String, Value>, Vec<Kind>)> = LazyLock::new(build);
 
 fn build() -> (Map<String, Value>, Vec<Kind>) {
     use k8s_openapi::api::{
-        apps, batch, coordination, core, discovery, networking, node, policy, rbac,
+        apps, batch, coordination, core, discovery, networking, node, policy, rbac, scheduling,
     };
     let mut g = SchemaSettings::openapi3().into_generator();
     let mut kinds = Vec::new();
@@ -80,6 +80,7 @@ fn build() -> (Map<String, Value>, Vec<Kind>) {
     add::<coordination::v1::Lease>(&mut g, k);
     add::<node::v1::RuntimeClass>(&mut g, k);
     add::<policy::v1::PodDisruptionBudget>(&mut g, k);
+    add::<scheduling::v1::PriorityClass>(&mut g, k);
     let mut defs = g.take_definitions(true);
     for k in &kinds {
         if let Some(Value::Object(s)) = defs.get_mut(&k.name) {

@@ -144,6 +144,30 @@ impl Objects {
         }
     }
 
+    /// Everything under `prefix` in this member's applied state, without a
+    /// quorum round: for admission lookups Kubernetes answers from an
+    /// informer cache.
+    pub async fn list_local(&self, prefix: &str) -> Result<Vec<Stored>, ApiError> {
+        let r = self
+            .store
+            .range(RangeRequest {
+                key: prefix.as_bytes().to_vec(),
+                range_end: prefix_end(prefix.as_bytes()),
+                serializable: true,
+                ..Default::default()
+            })
+            .await?;
+        r.kvs
+            .into_iter()
+            .map(|kv| {
+                Ok(Stored {
+                    object: self.decode(&kv.key, &kv.value, kv.mod_revision)?,
+                    rev: kv.mod_revision,
+                })
+            })
+            .collect()
+    }
+
     /// Lists under `prefix` from `start` (a key, for continuing), at most
     /// `limit` (0: all), as of revision `at` (0: now). Returns the objects,
     /// the revision read at, and whether more remain.

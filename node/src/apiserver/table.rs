@@ -348,6 +348,13 @@ fn columns(kind: &str) -> Vec<Col> {
             ("Handler", "string", 0),
             ("Age", "string", 0),
         ],
+        "PriorityClass" => vec![
+            ("Name", "string", 0),
+            ("Value", "integer", 0),
+            ("Global-Default", "boolean", 0),
+            ("Age", "string", 0),
+            ("PreemptionPolicy", "string", 0),
+        ],
         "PodDisruptionBudget" => vec![
             ("Name", "string", 0),
             ("Min Available", "string", 0),
@@ -754,6 +761,13 @@ fn cells(kind: &str, o: &Value) -> Vec<Value> {
             json!(age),
         ],
         "RuntimeClass" => vec![json!(name), json!(s(&o["handler"])), json!(age)],
+        "PriorityClass" => vec![
+            json!(name),
+            json!(o["value"].as_i64().unwrap_or(0)),
+            json!(o["globalDefault"].as_bool().unwrap_or(false)),
+            json!(age),
+            json!(s(&o["preemptionPolicy"])),
+        ],
         "PodDisruptionBudget" => {
             let intstr = |v: &Value| match v {
                 Value::Null => "N/A".to_string(),

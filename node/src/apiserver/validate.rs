@@ -95,6 +95,14 @@ pub fn decode(
         "Lease" => roundtrip::<api::coordination::v1::Lease>(obj),
         "RuntimeClass" => roundtrip::<api::node::v1::RuntimeClass>(obj),
         "PodDisruptionBudget" => roundtrip::<api::policy::v1::PodDisruptionBudget>(obj),
+        "PriorityClass" => {
+            // An absent value is Go's zero, not an error, in Kubernetes.
+            let mut obj = obj.clone();
+            if obj["value"].is_null() {
+                obj["value"] = json!(0);
+            }
+            roundtrip::<api::scheduling::v1::PriorityClass>(&obj)
+        }
         other => return Err(ApiError::internal(format!("no decoder for kind {other}"))),
     };
     let typed = r.map_err(|e| {
@@ -447,6 +455,7 @@ pub fn validate(res: &Resource, obj: &Value) -> Result<(), ApiError> {
         }
         "Job" => validate_pod_spec(&spec["template"]["spec"], "spec.template.spec", &mut causes),
         "PodDisruptionBudget" => validate_disruption_budget(spec, &mut causes),
+        "PriorityClass" => super::priority::validate(obj, &mut causes),
         "CronJob" => {
             if spec["schedule"].as_str().is_none_or(str::is_empty) {
                 causes.push(Cause::required("spec.schedule"));
@@ -609,6 +618,10 @@ fn default_pod_spec(spec: &mut Value) {
 /// back in `-o yaml`).
 pub fn default(res: &Resource, obj: &mut Value) {
     match res.kind {
+        "PriorityClass" => {
+            set_default(obj, "value", json!(0));
+            set_default(obj, "preemptionPolicy", json!("PreemptLowerPriority"));
+        }
         "Pod" => {
             default_pod_spec(&mut obj["spec"]);
             default_tolerations(&mut obj["spec"]);

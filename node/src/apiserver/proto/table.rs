@@ -1735,6 +1735,13 @@ pub(super) static MSGS: &[M] = &[
         F(1, "uid", K::Str, false, false),
         F(2, "resourceVersion", K::Str, false, false),
     ] },
+    /* 286 */ M { name: "k8s.io.api.scheduling.v1.PriorityClass", special: S::None, fields: &[
+        F(1, "metadata", K::Msg(1), false, false),
+        F(2, "value", K::I32, false, false),
+        F(3, "globalDefault", K::Bool, false, false),
+        F(4, "description", K::Str, false, false),
+        F(5, "preemptionPolicy", K::Str, false, false),
+    ] },
 ];
 
 /// The message of a top-level object, by its `apiVersion` and `kind`.
@@ -1772,6 +1779,7 @@ pub(super) fn root(api_version: &str, kind: &str) -> Option<usize> {
         ("autoscaling/v1", "Scale") => 277,
         ("policy/v1", "PodDisruptionBudget") => 280,
         ("policy/v1", "Eviction") => 283,
+        ("scheduling.k8s.io/v1", "PriorityClass") => 286,
         (_, "DeleteOptions") => 284,
         _ => return None,
     })
