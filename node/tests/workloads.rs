@@ -1439,6 +1439,37 @@ async fn priority_classes_and_preemption_around_budgets() {
         "{events:?}"
     );
 
+    // kubectl drain cordons the node, then evicts through the budget,
+    // which still allows nothing once db runs (a Pending pod, as in
+    // Kubernetes, is evicted whatever its budget): db stays, and drain
+    // gives up at its timeout.
+    k.kubectl_ok(&[
+        "patch",
+        "pod",
+        "db",
+        "-n",
+        "crowd",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status": {"phase": "Running"}}"#,
+    ])
+    .await;
+    let (ok, out, err) = k
+        .kubectl(&["drain", "crowded-a", "--force", "--timeout=4s"], None)
+        .await;
+    assert!(
+        !ok && err.contains("Cannot evict pod as it would violate the pod's disruption budget"),
+        "{out}\n{err}"
+    );
+    let node = Api::<Node>::all(&k.client).get("crowded-a").await.unwrap();
+    assert_eq!(node.spec.unwrap().unschedulable, Some(true), "cordoned");
+    let db = pods.get("db").await.unwrap();
+    assert!(
+        db.metadata.deletion_timestamp.is_none(),
+        "db is not evicted"
+    );
+
     // One global default, which pods naming no class get.
     k.kubectl_ok(&[
         "create",
