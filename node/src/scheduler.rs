@@ -348,6 +348,18 @@ impl Loop {
                 Some(uid) => params.with_uid(uid),
                 None => params,
             };
+            if victim.is_some() {
+                // Why it goes, on the victim itself, as kube-scheduler marks it.
+                let patch = json!({"status": {"conditions": [{
+                    "type": "DisruptionTarget", "status": "True",
+                    "reason": "PreemptionByScheduler",
+                    "message": format!("{SCHEDULER_NAME}: preempting to accommodate a higher priority pod"),
+                    "lastTransitionTime": k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(crate::controllers::events::now()),
+                }]}});
+                let _ = api
+                    .patch_sub(Some(ns), name, Some("status"), PatchType::Strategic, &patch)
+                    .await;
+            }
             if api.delete_in(Some(ns), name, &params).await.is_ok()
                 && let Some(v) = &victim
             {
