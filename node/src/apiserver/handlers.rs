@@ -1514,11 +1514,7 @@ async fn evict(objects: &Objects, t: &Target, body: &[u8]) -> Result<Response<Bo
             st["currentHealthy"].as_i64().unwrap_or(0),
             st["desiredHealthy"].as_i64().unwrap_or(0),
         );
-        let ready = pod["status"]["conditions"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|c| c["type"] == "Ready" && c["status"] == "True");
+        let ready = super::lifecycle::condition_true(&pod, "Ready");
         // unhealthyPodEvictionPolicy: a pod that is not ready counts for
         // nothing, so IfHealthyBudget (the default) lets it go while the
         // budget holds, and AlwaysAllow always.

@@ -309,13 +309,18 @@ pub async fn node_is_live(objects: &Objects, pod: &Value) -> bool {
     };
     let res = resources::find("", "v1", "nodes").expect("nodes served");
     match objects.get(&res.key(None, node)).await {
-        Ok(Some(s)) => s.object["status"]["conditions"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|c| c["type"] == "Ready" && c["status"] == "True"),
+        Ok(Some(s)) => condition_true(&s.object, "Ready"),
         _ => false,
     }
+}
+
+/// Whether an object's status has condition `kind` with status True.
+pub fn condition_true(obj: &Value, kind: &str) -> bool {
+    obj["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| c["type"] == kind && c["status"] == "True")
 }
 
 /// Marks a namespace Terminating, then deletes everything in it and the

@@ -36,6 +36,8 @@ use skiff_sdk::client::queue::WorkQueue;
 use skiff_sdk::client::{self, Api, Client, DeleteParams, ListParams, Object, key_of, split_key};
 use tokio::sync::{mpsc, watch};
 
+use super::workloads::pods::is_ready;
+
 type Result<T, E = client::Error> = std::result::Result<T, E>;
 
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -196,7 +198,7 @@ impl PodView<'_> {
         PodView {
             labels: pod.metadata.labels.as_ref(),
             ip: status.and_then(|s| s.pod_ip.as_deref()),
-            ready: pod_ready(pod),
+            ready: is_ready(pod),
             terminating: pod.metadata.deletion_timestamp.is_some(),
             phase: status.and_then(|s| s.phase.as_deref()),
             node: spec.and_then(|s| s.node_name.as_deref()),
@@ -395,15 +397,6 @@ fn selects(svc: &Service, pod: &Pod) -> bool {
         .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
 }
 
-fn pod_ready(pod: &Pod) -> bool {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .into_iter()
-        .flatten()
-        .any(|c| c.type_ == "Ready" && c.status == "True")
-}
-
 fn publishes_not_ready(svc: &Service) -> bool {
     svc.spec
         .as_ref()
@@ -520,7 +513,7 @@ fn desired_subsets(svc: &Service, pods: &[Arc<Pod>]) -> Vec<EndpointSubset> {
             node_name: pod.spec.as_ref().and_then(|s| s.node_name.clone()),
             target_ref: Some(pod_ref(pod)),
         };
-        let ready = publish || pod_ready(pod);
+        let ready = publish || is_ready(pod);
         let addr_key = (ip, pod.metadata.uid.clone().unwrap_or_default());
         let mut keys: Vec<PortKey> = Vec::new();
         if ports.is_empty() {
@@ -629,7 +622,7 @@ fn desired_slices(svc: &Service, pods: &[Arc<Pod>]) -> BTreeMap<String, SliceGro
                 })
             })
             .collect();
-        let serving = pod_ready(pod);
+        let serving = is_ready(pod);
         let terminating = pod.metadata.deletion_timestamp.is_some();
         let endpoint = Endpoint {
             addresses: vec![ip],
