@@ -1440,6 +1440,28 @@ async fn priority_classes_and_preemption_around_budgets() {
         "{events:?}"
     );
 
+    // A pod's spec is fixed but for what Kubernetes lets change.
+    k.kubectl_ok(&["label", "pod", "db", "-n", "crowd", "tier=data"])
+        .await;
+    k.kubectl_ok(&[
+        "set",
+        "image",
+        "pod/db",
+        "-n",
+        "crowd",
+        "c=example.com/db:2",
+    ])
+    .await;
+    refused(
+        &[
+            "patch", "pod", "db", "-n", "crowd", "--type=json", "-p",
+            r#"[{"op": "replace", "path": "/spec/containers/0/resources/requests/cpu", "value": "1"}]"#,
+        ],
+        None,
+        "pod updates may not change fields other than `spec.containers[*].image`",
+    )
+    .await;
+
     // kubectl drain cordons the node, then evicts through the budget,
     // which still allows nothing once db runs (a Pending pod, as in
     // Kubernetes, is evicted whatever its budget): db stays, and drain

@@ -914,7 +914,22 @@ async fn update(
             }
         }
     }
+    if t.res.kind == "Pod" && !status_only {
+        // Kubernetes defaults what an update leaves out before comparing.
+        validate::default(t.res, &mut obj);
+    }
     validate::validate(t.res, &obj)?;
+    if t.res.kind == "Pod"
+        && !status_only
+        && let Err(cause) = super::lifecycle::check_pod_update(&current, &obj)
+    {
+        return Err(ApiError::invalid(
+            t.res.group,
+            t.res.kind,
+            &name,
+            vec![cause],
+        ));
+    }
     if t.res.kind == "PriorityClass" {
         let causes = super::priority::validate_update(&current, &obj);
         if !causes.is_empty() {

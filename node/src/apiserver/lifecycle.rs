@@ -390,3 +390,94 @@ async fn empty_namespace(objects: &Objects, ns: &str) -> Result<(), ApiError> {
     }
     Ok(())
 }
+
+/// What Kubernetes lets a pod update change in its spec.
+const UPDATABLE_POD_FIELDS: &str = "`spec.containers[*].image`,`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)";
+
+/// Kubernetes' pod update rule: a running pod's spec is fixed but for its
+/// containers' images, its deadline, added tolerations, a negative grace
+/// period set to 1 and scheduling gates taken away. The cause names the
+/// fields that changed otherwise.
+pub fn check_pod_update(old: &Value, new: &Value) -> Result<(), Cause> {
+    // A null field is an absent one.
+    fn strip_nulls(v: &mut Value) {
+        match v {
+            Value::Object(m) => {
+                m.retain(|_, x| !x.is_null());
+                m.values_mut().for_each(strip_nulls);
+            }
+            Value::Array(a) => a.iter_mut().for_each(strip_nulls),
+            _ => {}
+        }
+    }
+    let (mut old, mut new) = (old["spec"].clone(), new["spec"].clone());
+    strip_nulls(&mut old);
+    strip_nulls(&mut new);
+    let (old, new) = (&old, &new);
+    let mut allowed = old.clone();
+    let take = |allowed: &mut Value, key: &str| match new.get(key) {
+        Some(v) if !v.is_null() => allowed[key] = v.clone(),
+        _ => {
+            if let Some(m) = allowed.as_object_mut() {
+                m.remove(key);
+            }
+        }
+    };
+    for list in ["containers", "initContainers"] {
+        if let (Some(a), Some(n)) = (
+            allowed.get_mut(list).and_then(Value::as_array_mut),
+            new[list].as_array(),
+        ) && a.len() == n.len()
+        {
+            for (a, n) in a.iter_mut().zip(n) {
+                a["image"] = n["image"].clone();
+            }
+        }
+    }
+    take(&mut allowed, "activeDeadlineSeconds");
+    let subset = |key: &str, of: &Value, within: &Value| {
+        of[key]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .all(|x| within[key].as_array().is_some_and(|w| w.contains(x)))
+    };
+    if subset("tolerations", old, new) {
+        take(&mut allowed, "tolerations");
+    }
+    if subset("schedulingGates", new, old) {
+        take(&mut allowed, "schedulingGates");
+    }
+    if old["terminationGracePeriodSeconds"]
+        .as_i64()
+        .is_some_and(|g| g < 0)
+        && new["terminationGracePeriodSeconds"] == 1
+    {
+        take(&mut allowed, "terminationGracePeriodSeconds");
+    }
+    if allowed == *new {
+        return Ok(());
+    }
+    let empty = serde_json::Map::new();
+    let (a, n) = (
+        allowed.as_object().unwrap_or(&empty),
+        new.as_object().unwrap_or(&empty),
+    );
+    let changed: std::collections::BTreeSet<&str> = a
+        .iter()
+        .filter(|(k, v)| n.get(*k) != Some(*v))
+        .map(|(k, _)| k.as_str())
+        .chain(n.keys().filter(|k| !a.contains_key(*k)).map(String::as_str))
+        .collect();
+    Err(Cause::forbidden(
+        "spec",
+        format!(
+            "Forbidden: pod updates may not change fields other than {UPDATABLE_POD_FIELDS} (changed: {})",
+            changed
+                .into_iter()
+                .map(|k| format!("spec.{k}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    ))
+}
