@@ -137,10 +137,7 @@ impl Objects {
             .await?;
         match r.kvs.into_iter().next() {
             None => Ok(None),
-            Some(kv) => Ok(Some(Stored {
-                object: self.decode(&kv.key, &kv.value, kv.mod_revision)?,
-                rev: kv.mod_revision,
-            })),
+            Some(kv) => self.stored(&kv.key, &kv.value, kv.mod_revision).map(Some),
         }
     }
 
@@ -158,13 +155,8 @@ impl Objects {
             })
             .await?;
         r.kvs
-            .into_iter()
-            .map(|kv| {
-                Ok(Stored {
-                    object: self.decode(&kv.key, &kv.value, kv.mod_revision)?,
-                    rev: kv.mod_revision,
-                })
-            })
+            .iter()
+            .map(|kv| self.stored(&kv.key, &kv.value, kv.mod_revision))
             .collect()
     }
 
@@ -192,14 +184,20 @@ impl Objects {
             .await?;
         let rev = r.header.map_or(0, |h| h.revision);
         let rev = if at > 0 { at } else { rev };
-        let mut out = Vec::with_capacity(r.kvs.len());
-        for kv in r.kvs {
-            out.push(Stored {
-                object: self.decode(&kv.key, &kv.value, kv.mod_revision)?,
-                rev: kv.mod_revision,
-            });
-        }
+        let out = r
+            .kvs
+            .iter()
+            .map(|kv| self.stored(&kv.key, &kv.value, kv.mod_revision))
+            .collect::<Result<_, _>>()?;
         Ok((out, rev, r.more))
+    }
+
+    /// A stored value, decoded, with its revision.
+    fn stored(&self, key: &[u8], value: &[u8], rev: i64) -> Result<Stored, ApiError> {
+        Ok(Stored {
+            object: self.decode(key, value, rev)?,
+            rev,
+        })
     }
 
     /// Writes `obj` at `key` if the precondition holds. Returns the new
