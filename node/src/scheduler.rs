@@ -23,7 +23,7 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use serde_json::json;
-use skiff_sched::{DisruptionBudget, NodeInfo, PodInfo, Scheduler, Snapshot};
+use skiff_sched::{DisruptionBudget, NodeInfo, PodInfo, PreemptionPolicy, Scheduler, Snapshot};
 use skiff_sdk::client::informer::Informer;
 use skiff_sdk::client::{Api, Client, DeleteParams, ListParams, PatchType, key_of};
 use tokio::sync::{Notify, watch};
@@ -237,7 +237,8 @@ impl Loop {
                 Ok(placement) => binds.push((pod.clone(), placement.node)),
                 Err(fit) => {
                     let message = fit.to_string();
-                    if budgets.is_none() {
+                    // Read once per round, and only for a pod that may preempt.
+                    if budgets.is_none() && info.preemption_policy != PreemptionPolicy::Never {
                         budgets = Some(self.disruption_budgets().await);
                     }
                     let budgets = budgets.as_deref().unwrap_or_default();
