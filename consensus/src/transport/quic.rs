@@ -115,11 +115,13 @@ struct Shared {
     local_addr: SocketAddr,
     /// Random per process start, sent in every stream header.
     incarnation: u64,
-    /// The last incarnation each peer announced, and when it changed. A
-    /// peer that restarted (kill -9) leaves our connection to its old
-    /// process half-open until the idle timeout; seeing its new incarnation
-    /// tells the sender to redial now.
-    peer_incarnations: Mutex<HashMap<u64, (u64, Instant)>>,
+    /// The last incarnation each peer announced, and when it replaced an
+    /// earlier one. A peer that restarted (kill -9) leaves our connection
+    /// to its old process half-open until the idle timeout; seeing its new
+    /// incarnation tells the sender to redial now. A first sighting is no
+    /// restart: our link may well go to that very process, and dropping
+    /// it would lose what it has not yet delivered.
+    peer_incarnations: Mutex<HashMap<u64, (u64, Option<Instant>)>>,
 }
 
 struct Peer {
@@ -363,7 +365,11 @@ async fn run_peer(shared: Arc<Shared>, to: u64, addr: String, mut rx: mpsc::Rece
         // The peer restarted after we connected: our link goes to a dead
         // process.
         if let Some(l) = &link {
-            let restarted = shared.peer_incarnations.lock().get(&to).map(|(_, at)| *at);
+            let restarted = shared
+                .peer_incarnations
+                .lock()
+                .get(&to)
+                .and_then(|(_, at)| *at);
             if restarted.is_some_and(|at| at > l.since) {
                 debug!(to, %addr, "raft peer restarted; redialling");
                 link = None;
@@ -600,8 +606,14 @@ async fn serve_stream(shared: Arc<Shared>, conn: Connection, mut stream: RecvStr
     }
     {
         let mut seen = shared.peer_incarnations.lock();
-        if seen.get(&from).is_none_or(|(inc, _)| *inc != incarnation) {
-            seen.insert(from, (incarnation, Instant::now()));
+        match seen.get(&from) {
+            Some((inc, _)) if *inc == incarnation => {}
+            Some(_) => {
+                seen.insert(from, (incarnation, Some(Instant::now())));
+            }
+            None => {
+                seen.insert(from, (incarnation, None));
+            }
         }
     }
 
