@@ -31,6 +31,27 @@ fn repo_root() -> PathBuf {
     Path::new(&manifest).parent().unwrap().to_path_buf()
 }
 
+/// Runs the shell command `inner` (kubectl with `-t`) on a pseudo-terminal
+/// of its own, as a user at a terminal would: its exit code and what it
+/// printed. `script`'s input stays open and silent until the command ends:
+/// at end of file `script` types an end-of-file character into the
+/// terminal, which kubectl, in raw mode, would pass on to the container.
+fn on_a_terminal(m: &Member, inner: &str) -> (Option<i32>, String) {
+    let mut child = Command::new("script")
+        .args(["-qec", inner, "/dev/null"])
+        .env("KUBECONFIG", m.kubeconfig())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let input = child.stdin.take();
+    let out = child.wait_with_output().unwrap();
+    drop(input);
+    let text = String::from_utf8_lossy(&out.stdout).replace('\r', "");
+    (out.status.code(), text)
+}
+
 fn run_ok(cmd: &mut Command) -> String {
     let out = cmd.output().expect("spawning");
     assert!(
@@ -345,14 +366,8 @@ async fn container_pods_run_on_runc() {
     let inner = format!(
         "stty cols 91 rows 27; kubectl exec -it {pod} -- sh -c 'stty size; tty; echo $TERM; exit 6'"
     );
-    let out = Command::new("script")
-        .args(["-qec", &inner, "/dev/null"])
-        .env("KUBECONFIG", m.kubeconfig())
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).replace('\r', "");
-    assert_eq!(out.status.code(), Some(6), "{text}");
+    let (code, text) = on_a_terminal(&m, &inner);
+    assert_eq!(code, Some(6), "{text}");
     assert!(
         text.contains("27 91\n/dev/pts/") && text.contains("xterm\n"),
         "{text}"
@@ -456,18 +471,11 @@ async fn container_pods_run_on_runc() {
         if p == "Running" { Ok(()) } else { Err(p) }
     })
     .await;
-    let out = Command::new("script")
-        .args([
-            "-qec",
-            "stty cols 77 rows 33; timeout 60 kubectl attach -it term",
-            "/dev/null",
-        ])
-        .env("KUBECONFIG", m.kubeconfig())
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).replace('\r', "");
-    assert_eq!(out.status.code(), Some(0), "{text}");
+    let (code, text) = on_a_terminal(
+        &m,
+        "stty cols 77 rows 33; timeout 60 kubectl attach -it term",
+    );
+    assert_eq!(code, Some(0), "{text}");
     assert!(
         text.contains("size 33 77 on /dev/pts/") && text.contains("as xterm"),
         "{text}"
