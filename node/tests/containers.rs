@@ -36,10 +36,16 @@ fn repo_root() -> PathBuf {
 /// printed. `script`'s input stays open and silent until the command ends:
 /// at end of file `script` types an end-of-file character into the
 /// terminal, which kubectl, in raw mode, would pass on to the container.
+/// The shell is `/bin/sh` wherever the suite runs (`script` takes
+/// `$SHELL`), so that a command put in the background by mistake fails
+/// here as it did in CI: `timeout` without `--foreground` moves kubectl
+/// out of the terminal's foreground group, and kubectl then stops
+/// (SIGTTOU) when it sets the terminal to raw mode.
 fn on_a_terminal(m: &Member, inner: &str) -> (Option<i32>, String) {
     let mut child = Command::new("script")
         .args(["-qec", inner, "/dev/null"])
         .env("KUBECONFIG", m.kubeconfig())
+        .env("SHELL", "/bin/sh")
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -473,7 +479,7 @@ async fn container_pods_run_on_runc() {
     .await;
     let (code, text) = on_a_terminal(
         &m,
-        "stty cols 77 rows 33; timeout 60 kubectl attach -it term",
+        "stty cols 77 rows 33; timeout --foreground 60 kubectl attach -it term",
     );
     assert_eq!(code, Some(0), "{text}");
     assert!(
