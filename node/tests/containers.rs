@@ -488,6 +488,68 @@ async fn container_pods_run_on_runc() {
     );
     kubectl_ok(&m, &["delete", "pod", "term", "--wait"], None);
 
+    // kubectl debug: an ephemeral container added to the running web pod,
+    // in its network and, with --target, among the httpd container's
+    // processes. It runs once; it can be added, never taken away.
+    kubectl_ok(
+        &m,
+        &[
+            "debug",
+            &pod,
+            "--image",
+            &image,
+            "--target=httpd",
+            "--container=dbg",
+            "--profile=general",
+            "--",
+            "sh",
+            "-c",
+            "ps; wget -qO- http://127.0.0.1:8080/",
+        ],
+        None,
+    );
+    wait_for(
+        "the debug container to finish",
+        Duration::from_secs(60),
+        || {
+            let s = jsonpath(
+                &m,
+                &["get", "pod", &pod],
+                "{.status.ephemeralContainerStatuses[0].state.terminated.reason}",
+            );
+            if s == "Completed" { Ok(()) } else { Err(s) }
+        },
+    )
+    .await;
+    let seen = kubectl_ok(&m, &["logs", &pod, "-c", "dbg"], None);
+    assert!(
+        seen.contains("httpd -f -p 8080") && seen.contains("hello from a container"),
+        "{seen}"
+    );
+    let (ok, _, err) = kubectl(
+        &m,
+        &[
+            "patch",
+            "pod",
+            &pod,
+            "--subresource=ephemeralcontainers",
+            "--type=json",
+            "-p",
+            r#"[{"op": "remove", "path": "/spec/ephemeralContainers/0"}]"#,
+        ],
+        None,
+    );
+    assert!(
+        !ok && err.contains("existing ephemeral containers \"dbg\" may not be removed"),
+        "{err}"
+    );
+    let ready = jsonpath(
+        &m,
+        &["get", "pod", &pod],
+        r#"{.status.phase} {.status.conditions[?(@.type=="Ready")].status}"#,
+    );
+    assert_eq!(ready, "Running True");
+
     // The Job runs to completion; its logs are the container's stdout.
     wait_for("the job to complete", Duration::from_secs(60), || {
         let s = jsonpath(&m, &["get", "job", "say"], "{.status.succeeded}");

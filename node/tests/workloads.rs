@@ -1462,6 +1462,93 @@ async fn priority_classes_and_preemption_around_budgets() {
     )
     .await;
 
+    // The deadline may be set, then brought forward, never put off.
+    for secs in ["600", "300"] {
+        let deadline = format!(r#"{{"spec": {{"activeDeadlineSeconds": {secs}}}}}"#);
+        k.kubectl_ok(&[
+            "patch",
+            "pod",
+            "db",
+            "-n",
+            "crowd",
+            "--type=merge",
+            "-p",
+            &deadline,
+        ])
+        .await;
+    }
+    refused(
+        &[
+            "patch", "pod", "db", "-n", "crowd", "--type=merge", "-p",
+            r#"{"spec": {"activeDeadlineSeconds": 400}}"#,
+        ],
+        None,
+        "spec.activeDeadlineSeconds: Invalid value: 400: must be less than or equal to previous value",
+    )
+    .await;
+
+    // Ephemeral containers (kubectl debug) come through their own
+    // subresource: not on create, not in a template, and once added they
+    // stay as they are.
+    refused(
+        &["apply", "-f", "-"],
+        Some(
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: early, namespace: crowd}\nspec:\n  \
+             containers: [{name: c, image: example.com/a:1}]\n  \
+             ephemeralContainers: [{name: d, image: example.com/tools:1}]\n",
+        ),
+        "spec.ephemeralContainers: Forbidden: cannot be set on create",
+    )
+    .await;
+    k.kubectl_ok(&[
+        "debug",
+        "db",
+        "-n",
+        "crowd",
+        "--image=example.com/tools:1",
+        "--container=dbg",
+        "--target=c",
+        "--profile=general",
+        "--",
+        "true",
+    ])
+    .await;
+    let db = pods.get("db").await.unwrap();
+    let added = db.spec.unwrap().ephemeral_containers.unwrap_or_default();
+    assert_eq!(
+        added
+            .iter()
+            .map(|e| (e.name.as_str(), e.target_container_name.as_deref()))
+            .collect::<Vec<_>>(),
+        [("dbg", Some("c"))]
+    );
+    refused(
+        &[
+            "patch",
+            "pod",
+            "db",
+            "-n",
+            "crowd",
+            "--subresource=ephemeralcontainers",
+            "--type=json",
+            "-p",
+            r#"[{"op": "replace", "path": "/spec/ephemeralContainers/0/image", "value": "x:2"}]"#,
+        ],
+        None,
+        "existing ephemeral containers \"dbg\" may not be changed",
+    )
+    .await;
+    refused(
+        &[
+            "patch", "pod", "db", "-n", "crowd", "--subresource=ephemeralcontainers",
+            "--type=strategic", "-p",
+            r#"{"spec": {"ephemeralContainers": [{"name": "p", "image": "x:1", "ports": [{"containerPort": 80}]}]}}"#,
+        ],
+        None,
+        "ports: Forbidden: cannot be set for an Ephemeral Container",
+    )
+    .await;
+
     // kubectl drain cordons the node, then evicts through the budget,
     // which still allows nothing once db runs (a Pending pod, as in
     // Kubernetes, is evicted whatever its budget): db stays, and drain

@@ -651,6 +651,23 @@ impl OciRuntime {
         Ok(c)
     }
 
+    /// The PID namespace of the running container `id`
+    /// (`/proc/PID/ns/pid`), for another container to join.
+    pub fn pid_namespace(&self, id: &ContainerId) -> Result<PathBuf, RuntimeError> {
+        let c = self.get(id)?;
+        let not_running = || RuntimeError::InvalidSpec {
+            id: id.clone(),
+            field: "pid namespace",
+            message: "the container is not running".into(),
+        };
+        if !matches!(&*c.state.borrow(), ContainerState::Running { .. }) {
+            return Err(not_running());
+        }
+        let pid = std::fs::read_to_string(c.dir.join("pid")).map_err(|_| not_running())?;
+        let pid: u32 = pid.trim().parse().map_err(|_| not_running())?;
+        Ok(PathBuf::from(format!("/proc/{pid}/ns/pid")))
+    }
+
     pub(crate) fn get(&self, id: &ContainerId) -> Result<Arc<Container>, RuntimeError> {
         self.inner
             .containers

@@ -226,8 +226,12 @@ pub fn runtime_spec(
             "options": options,
         }));
     }
+    let pid = match &spec.pid_namespace {
+        Some(path) => json!({"type": "pid", "path": path}),
+        None => json!({"type": "pid"}),
+    };
     let mut namespaces = vec![
-        json!({"type": "pid"}),
+        pid,
         json!({"type": "ipc"}),
         json!({"type": "uts"}),
         json!({"type": "mount"}),

@@ -328,6 +328,10 @@ pub struct ContainerSpec {
     /// The pod's network namespace (`/var/run/netns/...`) that a container
     /// joins; `None` shares the host's network (wasm guests always do).
     pub network_namespace: Option<PathBuf>,
+    /// A running container's PID namespace to join (`/proc/PID/ns/pid`):
+    /// an ephemeral container that targets it (`kubectl debug --target`)
+    /// sees its processes. `None`: a PID namespace of its own.
+    pub pid_namespace: Option<PathBuf>,
     /// How the pod's names resolve in the cluster (its resolv.conf's
     /// `search` and `ndots`), for runtimes that resolve names themselves:
     /// wasm guests share the host's network and resolver. `None`: the
@@ -394,6 +398,7 @@ impl ContainerSpec {
             active_deadline: None,
             hostname: None,
             network_namespace: None,
+            pid_namespace: None,
             names: None,
             interactive: Interactive::default(),
         }

@@ -93,6 +93,7 @@ pub(super) fn running_container(pod: &Pod, container: &str) -> Result<String, Re
             .iter()
             .flatten()
             .chain(s.init_container_statuses.iter().flatten())
+            .chain(s.ephemeral_container_statuses.iter().flatten())
             .find(|c| c.name == container)
     });
     status

@@ -140,7 +140,12 @@ pub fn source(pod: &Pod, container: &str, previous: bool) -> Result<Source, (u16
         .iter()
         .flatten()
         .chain(spec.containers.iter())
-        .any(|c| c.name == container);
+        .any(|c| c.name == container)
+        || spec
+            .ephemeral_containers
+            .iter()
+            .flatten()
+            .any(|c| c.name == container);
     if !known {
         return Err((
             400,
@@ -152,6 +157,7 @@ pub fn source(pod: &Pod, container: &str, previous: bool) -> Result<Source, (u16
         .and_then(|s| s.container_statuses.as_ref())
         .into_iter()
         .chain(status.and_then(|s| s.init_container_statuses.as_ref()))
+        .chain(status.and_then(|s| s.ephemeral_container_statuses.as_ref()))
         .flatten()
         .find(|s| s.name == container);
     let waiting = |reason: &str| {

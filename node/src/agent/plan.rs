@@ -104,6 +104,9 @@ pub struct Record {
     pub name: String,
     pub image: String,
     pub init: bool,
+    /// An ephemeral container (`kubectl debug`): it runs once, whatever the
+    /// restart policy, and counts for neither the phase nor readiness.
+    pub ephemeral: bool,
     pub restart_count: i32,
     /// The current run: running, or ended and not replaced yet.
     pub run: Option<Run>,
@@ -131,6 +134,7 @@ impl Record {
             name: name.to_string(),
             image: image.to_string(),
             init,
+            ephemeral: false,
             restart_count: 0,
             run: None,
             last: None,
@@ -223,9 +227,17 @@ impl Record {
         self.ended().is_some_and(|e| e.exit_code == 0)
     }
 
+    /// One of the pod's `containers`: neither init nor ephemeral.
+    pub fn is_main(&self) -> bool {
+        !self.init && !self.ephemeral
+    }
+
     /// Whether the ended current run is to be followed by another.
     pub fn restarts(&self, policy: RestartPolicy) -> bool {
         let Some(e) = self.ended() else { return false };
+        if self.ephemeral {
+            return false;
+        }
         match (self.init, policy) {
             // Init containers are re-run until they succeed, unless Never.
             (true, RestartPolicy::Never) => false,
@@ -336,7 +348,8 @@ pub struct Plan {
 /// Decides which containers start. Init containers run one at a time, in
 /// order, each to success before the next; the others start together once
 /// all init containers succeeded. `records` are init containers first, in
-/// spec order, then the others.
+/// spec order, then the others, then the ephemeral ones, which start as
+/// they are added, as the kubelet starts them, init containers or not.
 pub fn decide(policy: RestartPolicy, records: &[Record], now: SystemTime) -> Plan {
     let mut plan = Plan::default();
     let consider = |i: usize, r: &Record, plan: &mut Plan| {
@@ -365,6 +378,9 @@ pub fn decide(policy: RestartPolicy, records: &[Record], now: SystemTime) -> Pla
         }
         plan.start.push(i);
     };
+    for (i, r) in records.iter().enumerate().filter(|(_, r)| r.ephemeral) {
+        consider(i, r, &mut plan);
+    }
     for (i, r) in records.iter().enumerate().filter(|(_, r)| r.init) {
         if r.succeeded() {
             continue;
@@ -372,7 +388,7 @@ pub fn decide(policy: RestartPolicy, records: &[Record], now: SystemTime) -> Pla
         consider(i, r, &mut plan);
         return plan;
     }
-    for (i, r) in records.iter().enumerate().filter(|(_, r)| !r.init) {
+    for (i, r) in records.iter().enumerate().filter(|(_, r)| r.is_main()) {
         consider(i, r, &mut plan);
     }
     plan
@@ -404,7 +420,7 @@ pub fn phase(policy: RestartPolicy, records: &[Record], deleting: bool) -> Phase
         }
     }
     let (mut running, mut waiting, mut stopped, mut succeeded) = (0, 0, 0, 0);
-    for r in records.iter().filter(|r| !r.init) {
+    for r in records.iter().filter(|r| r.is_main()) {
         match r.shown(policy, restarts_allowed) {
             Shown::Running { .. } => running += 1,
             Shown::Terminated { ended, .. } => {
@@ -516,6 +532,29 @@ mod tests {
         assert_eq!(decide(Always, &recs, at(0)).start, [1]);
         let recs = pod_of(&[Some(ended(0, 0)), Some(ended(0, 1))], &[None, None]);
         assert_eq!(decide(Always, &recs, at(2)).start, [2, 3]);
+    }
+
+    #[test]
+    fn ephemeral_containers_start_at_once_run_once_and_leave_the_phase_alone() {
+        let with = |recs: &mut Vec<Record>, run: Option<Run>| {
+            let mut e = Record::new("dbg", "/d.wasm", false);
+            e.ephemeral = true;
+            e.run = run;
+            recs.push(e);
+        };
+        // Added while an init container runs: it starts all the same.
+        let mut recs = pod_of(&[Some(running())], &[None]);
+        with(&mut recs, None);
+        assert_eq!(decide(Always, &recs, at(0)).start, [2]);
+        // Ended, with failure, under Always: it is not run again, and the
+        // pod is as its own containers say.
+        let mut recs = pod_of(&[], &[Some(running())]);
+        with(&mut recs, Some(ended(1, 0)));
+        assert!(decide(Always, &recs, at(5)).start.is_empty());
+        assert_eq!(phase(Always, &recs, false), Phase::Running);
+        let mut recs = pod_of(&[], &[Some(ended(0, 0))]);
+        with(&mut recs, Some(running()));
+        assert_eq!(phase(Never, &recs, false), Phase::Succeeded);
     }
 
     #[test]

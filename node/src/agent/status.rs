@@ -16,7 +16,7 @@ use super::plan::{Ended, Phase, Record, RestartPolicy, Shown};
 
 /// The keys of `status` the agent writes; any other key (set by someone
 /// else) is left alone.
-pub const MANAGED: [&str; 12] = [
+pub const MANAGED: [&str; 13] = [
     "phase",
     "conditions",
     "message",
@@ -28,6 +28,7 @@ pub const MANAGED: [&str; 12] = [
     "startTime",
     "initContainerStatuses",
     "containerStatuses",
+    "ephemeralContainerStatuses",
     "qosClass",
 ];
 
@@ -79,7 +80,9 @@ pub fn build(i: &Inputs<'_>) -> PodStatus {
     } else {
         "runc"
     };
-    let (init, main): (Vec<&Record>, Vec<&Record>) = i.records.iter().partition(|r| r.init);
+    let (init, rest): (Vec<&Record>, Vec<&Record>) = i.records.iter().partition(|r| r.init);
+    let (ephemeral, main): (Vec<&Record>, Vec<&Record>) =
+        rest.into_iter().partition(|r| r.ephemeral);
     let statuses = |recs: &[&Record]| {
         recs.iter()
             .map(|r| container_status(r, policy, i.restarts_allowed, initialized, scheme))
@@ -174,6 +177,7 @@ pub fn build(i: &Inputs<'_>) -> PodStatus {
         start_time: i.start_time.map(time),
         init_container_statuses: (!init_statuses.is_empty() && !rejected).then_some(init_statuses),
         container_statuses: (!rejected).then(|| statuses(&main)),
+        ephemeral_container_statuses: (!ephemeral.is_empty()).then(|| statuses(&ephemeral)),
         qos_class: Some(qos_class(i.pod).into()),
         ..current
     }
@@ -228,7 +232,7 @@ fn container_status(
     initialized: bool,
     scheme: &str,
 ) -> ContainerStatus {
-    let default_reason = if r.init || !initialized {
+    let default_reason = if r.init || (!initialized && !r.ephemeral) {
         "PodInitializing"
     } else {
         "ContainerCreating"
@@ -264,10 +268,15 @@ fn container_status(
         name: r.name.clone(),
         image: r.image.clone(),
         image_id: r.image_id.clone(),
-        container_id: r.run.as_ref().map(|run| format!("{scheme}://{}", run.id)),
+        container_id: r
+            .run
+            .as_ref()
+            .filter(|run| !run.id.is_empty())
+            .map(|run| format!("{scheme}://{}", run.id)),
         state: Some(state),
         last_state: Some(last.map(|e| terminated(e, scheme)).unwrap_or_default()),
-        ready: running && r.ready,
+        // An ephemeral container has no readiness (Kubernetes shows false).
+        ready: running && r.ready && !r.ephemeral,
         started: Some(running && r.started),
         restart_count: r.restart_count,
         ..Default::default()

@@ -165,6 +165,15 @@ impl Worker {
                 None => Record::new(&c.name, &image, init),
             });
         }
+        for c in spec.ephemeral_containers.iter().flatten() {
+            let image = c.image.clone().unwrap_or_default();
+            let mut r = match find(&status.ephemeral_container_statuses, &c.name) {
+                Some(s) => Record::seeded(&c.name, &image, false, &s, now),
+                None => Record::new(&c.name, &image, false),
+            };
+            r.ephemeral = true;
+            records.push(r);
+        }
         let adopted_terminal = status
             .phase
             .as_deref()
@@ -253,9 +262,27 @@ impl Worker {
         match msg {
             Some(Msg::Update(pod)) if pod.metadata.uid.as_deref() == Some(&self.uid) => {
                 self.pod = pod;
+                self.add_ephemeral();
             }
             Some(Msg::Update(_)) => {}
             Some(Msg::Gone) | None => self.gone = true,
+        }
+    }
+
+    /// Ephemeral containers added to the pod since (`kubectl debug`) get a
+    /// record each; they start on the next sync.
+    fn add_ephemeral(&mut self) {
+        let Some(spec) = self.pod.spec.as_ref() else {
+            return;
+        };
+        for c in spec.ephemeral_containers.iter().flatten() {
+            if self.records.iter().any(|r| r.ephemeral && r.name == c.name) {
+                continue;
+            }
+            let mut r = Record::new(&c.name, c.image.as_deref().unwrap_or_default(), false);
+            r.ephemeral = true;
+            self.records.push(r);
+            self.live.push(None);
         }
     }
 
@@ -263,9 +290,21 @@ impl Worker {
         RestartPolicy::of(&self.pod)
     }
 
-    /// The spec of container `i` (init containers first).
+    /// The spec of container `i` (init containers first, ephemeral ones
+    /// last, as a container: the fields they share).
     fn container(&self, i: usize) -> Option<Container> {
         let spec = self.pod.spec.as_ref()?;
+        let r = self.records.get(i)?;
+        if r.ephemeral {
+            let e = spec
+                .ephemeral_containers
+                .iter()
+                .flatten()
+                .find(|e| e.name == r.name)?;
+            let mut v = serde_json::to_value(e).ok()?;
+            v.as_object_mut()?.remove("targetContainerName");
+            return serde_json::from_value(v).ok();
+        }
         let inits = spec.init_containers.as_deref().unwrap_or_default();
         if i < inits.len() {
             inits.get(i).cloned()
@@ -274,10 +313,28 @@ impl Worker {
         }
     }
 
+    /// The container an ephemeral container `i` shares processes with
+    /// (`targetContainerName`), if any.
+    fn target_of(&self, i: usize) -> Option<String> {
+        let r = self.records.get(i).filter(|r| r.ephemeral)?;
+        self.pod
+            .spec
+            .as_ref()?
+            .ephemeral_containers
+            .iter()
+            .flatten()
+            .find(|e| e.name == r.name)?
+            .target_container_name
+            .clone()
+            .filter(|t| !t.is_empty())
+    }
+
     fn field_path(&self, i: usize) -> String {
         let r = &self.records[i];
         let list = if r.init {
             "initContainers"
+        } else if r.ephemeral {
+            "ephemeralContainers"
         } else {
             "containers"
         };
@@ -562,6 +619,26 @@ impl Worker {
         self.event(Some(i), true, event.0, event.1).await;
     }
 
+    /// Container `i` cannot run here at all: it ends at once with a start
+    /// error, and is not tried again.
+    async fn refuse(&mut self, i: usize, message: String) {
+        let now = SystemTime::now();
+        self.records[i].run = Some(Run {
+            id: String::new(),
+            started_at: None,
+            ended: Some(Ended {
+                exit_code: exit_code::START_ERROR,
+                reason: "StartError".into(),
+                message: message.clone(),
+                started_at: None,
+                finished_at: now,
+                id: None,
+            }),
+        });
+        self.event(Some(i), true, "Failed", format!("Error: {message}"))
+            .await;
+    }
+
     /// Pulls (prepares) the image, with the kubelet's events.
     async fn pull(
         &mut self,
@@ -627,6 +704,44 @@ impl Worker {
     async fn start(&mut self, i: usize) {
         let Some(c) = self.container(i) else { return };
         let name = self.records[i].name.clone();
+        if self.records[i].ephemeral && !self.oci {
+            let message = "a wasm pod runs no ephemeral containers: its guests have no \
+                           processes or namespaces to share (kubectl logs and kubectl exec \
+                           work on them)";
+            self.refuse(i, message.into()).await;
+            return;
+        }
+        // An ephemeral container joins its target's processes.
+        let pid_namespace = match self.target_of(i) {
+            None => None,
+            Some(target) => {
+                let run = self
+                    .records
+                    .iter()
+                    .find(|r| !r.ephemeral && r.name == target)
+                    .and_then(|r| r.run.as_ref())
+                    .filter(|run| run.is_running());
+                let ns = match (run, &self.ctx.oci) {
+                    (Some(run), Some(oci)) => oci
+                        .pid_namespace(&run.id.as_str().into())
+                        .map_err(|e| e.to_string()),
+                    _ => Err(format!("the target container {target} is not running")),
+                };
+                match ns {
+                    Ok(path) => Some(path),
+                    Err(m) => {
+                        self.setup_failed(
+                            i,
+                            "CreateContainerError",
+                            m.clone(),
+                            ("Failed", format!("Error: {m}")),
+                        )
+                        .await;
+                        return;
+                    }
+                }
+            }
+        };
         let source = match ImageSource::parse(&self.records[i].image) {
             Ok(s) => s,
             Err(e) => {
@@ -766,6 +881,7 @@ impl Worker {
                 }),
             hostname: Some(self.name.clone()),
             network_namespace: self.netns.clone(),
+            pid_namespace,
             names: self.name_search().map(Arc::new),
             interactive: skiff_sdk::runtime::Interactive {
                 stdin: c.stdin.unwrap_or(false),

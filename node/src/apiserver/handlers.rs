@@ -307,6 +307,9 @@ pub async fn dispatch(
         }
         (Method::GET, false, None) => list(objects, &t, &q, &parts).await,
         (Method::GET, true, None | Some("status")) => get(objects, &t, &parts).await,
+        (Method::GET, true, Some(EPHEMERAL)) if t.res.kind == "Pod" => {
+            get(objects, &t, &parts).await
+        }
         (Method::GET, true, Some("scale")) if t.res.has_scale => get_scale(objects, &t).await,
         (Method::POST, false, None) => create(objects, &t, &q, &body).await,
         (Method::POST, true, Some("binding")) if t.res.kind == "Pod" => {
@@ -317,7 +320,11 @@ pub async fn dispatch(
         }
         (Method::PUT, true, sub @ (None | Some("status"))) => {
             let obj = parse_json(&body)?;
-            update(objects, &t, &q, obj, sub == Some("status"), None).await
+            update(objects, &t, &q, obj, Part::of(sub), None).await
+        }
+        (Method::PUT, true, Some(EPHEMERAL)) if t.res.kind == "Pod" => {
+            let obj = parse_json(&body)?;
+            update(objects, &t, &q, obj, Part::EphemeralContainers, None).await
         }
         (Method::PUT, true, Some("scale")) if t.res.has_scale => {
             put_scale(objects, &t, &body).await
@@ -325,19 +332,42 @@ pub async fn dispatch(
         (Method::PATCH, true, sub @ (None | Some("status") | Some("scale"))) => {
             patch(objects, &t, &q, &parts, &body, sub).await
         }
+        (Method::PATCH, true, sub @ Some(EPHEMERAL)) if t.res.kind == "Pod" => {
+            patch(objects, &t, &q, &parts, &body, sub).await
+        }
         (Method::DELETE, true, None) => delete(objects, &t, &q, &body).await,
         (Method::DELETE, false, None) => delete_collection(objects, &t, &q).await,
-        (m, _, Some(sub)) => Err(ApiError::new(
-            404,
-            "NotFound",
-            format!(
-                "the server could not find the requested resource ({m} {} {sub})",
-                t.res.plural
-            ),
-        )),
+        (m, _, Some(sub)) => Err(ApiError::no_such_resource(format!(
+            "the server could not find the requested resource ({m} {} {sub})",
+            t.res.plural
+        ))),
         (m, _, None) => Err(ApiError::method_not_allowed(format!(
             "the server does not allow this method on the requested resource ({m})"
         ))),
+    }
+}
+
+/// A pod's subresource for adding ephemeral containers (`kubectl debug`).
+const EPHEMERAL: &str = "ephemeralcontainers";
+
+/// The part of an object a write may change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Part {
+    /// All but its status (the object itself).
+    Whole,
+    /// Its status only (`/status`).
+    Status,
+    /// A pod's `spec.ephemeralContainers` only (`/ephemeralcontainers`).
+    EphemeralContainers,
+}
+
+impl Part {
+    fn of(sub: Option<&str>) -> Part {
+        match sub {
+            Some("status") => Part::Status,
+            Some(EPHEMERAL) => Part::EphemeralContainers,
+            _ => Part::Whole,
+        }
     }
 }
 
@@ -732,6 +762,21 @@ async fn create(
     validate::default(t.res, &mut obj);
     validate::validate(t.res, &obj)?;
     let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
+    if t.res.kind == "Pod"
+        && obj["spec"]["ephemeralContainers"]
+            .as_array()
+            .is_some_and(|l| !l.is_empty())
+    {
+        return Err(ApiError::invalid(
+            t.res.group,
+            t.res.kind,
+            &name,
+            vec![Cause::forbidden(
+                "spec.ephemeralContainers",
+                "Forbidden: cannot be set on create",
+            )],
+        ));
+    }
     let t = Target {
         name: Some(name.clone()),
         ..t.clone()
@@ -827,7 +872,7 @@ async fn update(
     t: &Target,
     q: &BTreeMap<String, String>,
     mut obj: Value,
-    status_only: bool,
+    part: Part,
     expected: Option<(i64, Value)>,
 ) -> Result<Response<Body>, ApiError> {
     check_type(t.res, &obj)?;
@@ -895,6 +940,21 @@ async fn update(
             m.insert("managedFields".into(), v.clone());
         }
     }
+    let status_only = part == Part::Status;
+    if part == Part::EphemeralContainers {
+        // Everything but the list is kept as stored; the list may grow.
+        let mut next = current.clone();
+        next["spec"]["ephemeralContainers"] = obj["spec"]["ephemeralContainers"].clone();
+        obj = next;
+    } else if t.res.kind == "Pod" {
+        // Owned by the subresource: an update of the pod keeps them.
+        obj["spec"]["ephemeralContainers"] = current["spec"]["ephemeralContainers"].clone();
+    }
+    if let Some(spec) = obj["spec"].as_object_mut()
+        && spec.get("ephemeralContainers").is_some_and(Value::is_null)
+    {
+        spec.remove("ephemeralContainers");
+    }
     if t.res.has_status {
         if status_only {
             let status = obj["status"].clone();
@@ -919,8 +979,14 @@ async fn update(
         validate::default(t.res, &mut obj);
     }
     validate::validate(t.res, &obj)?;
+    if part == Part::EphemeralContainers {
+        let causes = super::lifecycle::check_ephemeral_update(&current, &obj);
+        if !causes.is_empty() {
+            return Err(ApiError::invalid(t.res.group, t.res.kind, &name, causes));
+        }
+    }
     if t.res.kind == "Pod"
-        && !status_only
+        && part == Part::Whole
         && let Err(cause) = super::lifecycle::check_pod_update(&current, &obj)
     {
         return Err(ApiError::invalid(
@@ -1099,7 +1165,7 @@ async fn patch(
                 t,
                 q,
                 patched,
-                sub == Some("status"),
+                Part::of(sub),
                 Some((s.rev, s.object)),
             )
             .await
@@ -1264,7 +1330,7 @@ async fn server_side_apply(
         if !explicit_rv {
             merged["metadata"]["resourceVersion"] = json!(s.rev.to_string());
         }
-        match update(objects, t, q, merged, false, Some((s.rev, s.object))).await {
+        match update(objects, t, q, merged, Part::Whole, Some((s.rev, s.object))).await {
             Err(e) if e.code == 409 && e.reason == "Conflict" && !explicit_rv => continue,
             other => return other,
         }
@@ -1365,7 +1431,7 @@ async fn apply_scale(
     let mut obj = s.object.clone();
     obj["spec"]["replicas"] = json!(replicas);
     obj["metadata"]["resourceVersion"] = json!(s.rev.to_string());
-    let resp = update(objects, t, q, obj, false, Some((s.rev, s.object))).await?;
+    let resp = update(objects, t, q, obj, Part::Whole, Some((s.rev, s.object))).await?;
     let _ = resp;
     let s2 = load(objects, t).await?;
     Ok(json_resp(StatusCode::OK, &scale_of(t, &s2.object)?))

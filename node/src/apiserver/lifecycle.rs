@@ -394,6 +394,35 @@ async fn empty_namespace(objects: &Objects, ns: &str) -> Result<(), ApiError> {
 /// What Kubernetes lets a pod update change in its spec.
 const UPDATABLE_POD_FIELDS: &str = "`spec.containers[*].image`,`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)";
 
+/// Kubernetes' rule for `pods/NAME/ephemeralcontainers`: ephemeral
+/// containers may be added, never changed or taken away (they may have run).
+pub fn check_ephemeral_update(old: &Value, new: &Value) -> Vec<Cause> {
+    let list = |pod: &Value| -> Vec<Value> {
+        pod["spec"]["ephemeralContainers"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    };
+    let new = list(new);
+    let path = "spec.ephemeralContainers";
+    let mut causes = Vec::new();
+    for o in list(old) {
+        let name = o["name"].as_str().unwrap_or("");
+        match new.iter().find(|n| n["name"].as_str() == Some(name)) {
+            None => causes.push(Cause::forbidden(
+                path,
+                format!("Forbidden: existing ephemeral containers \"{name}\" may not be removed"),
+            )),
+            Some(n) if *n != o => causes.push(Cause::forbidden(
+                format!("{path}[{name}]"),
+                format!("Forbidden: existing ephemeral containers \"{name}\" may not be changed"),
+            )),
+            Some(_) => {}
+        }
+    }
+    causes
+}
+
 /// Kubernetes' pod update rule: a running pod's spec is fixed but for its
 /// containers' images, its deadline, added tolerations, a negative grace
 /// period set to 1 and scheduling gates taken away. The cause names the
@@ -434,7 +463,35 @@ pub fn check_pod_update(old: &Value, new: &Value) -> Result<(), Cause> {
             }
         }
     }
-    take(&mut allowed, "activeDeadlineSeconds");
+    // The deadline may be set or brought forward, never lifted or put off.
+    let deadline = "spec.activeDeadlineSeconds";
+    match (
+        old["activeDeadlineSeconds"].as_i64(),
+        &new["activeDeadlineSeconds"],
+    ) {
+        (_, n)
+            if n.as_i64()
+                .is_some_and(|n| !(0..=i32::MAX as i64).contains(&n)) =>
+        {
+            return Err(Cause::invalid(
+                deadline,
+                format!("Invalid value: {n}: must be between 0 and 2147483647, inclusive"),
+            ));
+        }
+        (Some(o), n) if n.as_i64().is_some_and(|n| n > o) => {
+            return Err(Cause::invalid(
+                deadline,
+                format!("Invalid value: {n}: must be less than or equal to previous value"),
+            ));
+        }
+        (Some(_), Value::Null) => {
+            return Err(Cause::invalid(
+                deadline,
+                "Invalid value: \"null\": must not update from a positive integer to nil value",
+            ));
+        }
+        _ => take(&mut allowed, "activeDeadlineSeconds"),
+    }
     let subset = |key: &str, of: &Value, within: &Value| {
         of[key]
             .as_array()

@@ -232,6 +232,10 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
                 "kind": "Binding", "verbs": ["create"],
             }));
             list.push(serde_json::json!({
+                "name": "pods/ephemeralcontainers", "singularName": "", "namespaced": true,
+                "kind": "Pod", "verbs": ["get", "patch", "update"],
+            }));
+            list.push(serde_json::json!({
                 "name": "pods/exec", "singularName": "", "namespaced": true,
                 "kind": "PodExecOptions", "verbs": ["create", "get"],
             }));

@@ -103,6 +103,13 @@ impl ApiError {
         .with_details(json!({"name": name, "group": group, "kind": plural}))
     }
 
+    /// A path the server does not serve, with the empty details a
+    /// kube-apiserver sends (kubectl reads them: `kubectl debug` tells a
+    /// missing subresource from a missing pod by their empty name).
+    pub fn no_such_resource(message: impl Into<String>) -> ApiError {
+        ApiError::new(404, "NotFound", message).with_details(json!({}))
+    }
+
     pub fn bad_request(message: impl Into<String>) -> ApiError {
         ApiError::new(400, "BadRequest", message)
     }

@@ -258,7 +258,7 @@ fn validate_pod_spec(spec: &Value, path: &str, causes: &mut Vec<Cause>) {
                 Some(n) if !is_dns1123_label(n) => causes.push(Cause::invalid(format!("{p}.name"), format!("Invalid value: \"{n}\": a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-'"))),
                 Some(n) => {
                     if !names.insert(n.to_string()) {
-                        causes.push(Cause { field: format!("{p}.name"), message: format!("Duplicate value: \"{n}\""), kind: "FieldValueDuplicate" });
+                        causes.push(Cause::duplicate(format!("{p}.name"), format!("Duplicate value: \"{n}\"")));
                     }
                 }
             }
@@ -280,6 +280,103 @@ fn validate_pod_spec(spec: &Value, path: &str, causes: &mut Vec<Cause>) {
         && !matches!(rp, "Always" | "OnFailure" | "Never")
     {
         causes.push(Cause::not_supported(format!("{path}.restartPolicy"), format!("Unsupported value: \"{rp}\": supported values: \"Always\", \"OnFailure\", \"Never\"")));
+    }
+    let ephemeral = spec["ephemeralContainers"]
+        .as_array()
+        .filter(|l| !l.is_empty());
+    if path != "spec" && ephemeral.is_some() {
+        causes.push(Cause::forbidden(
+            format!("{path}.ephemeralContainers"),
+            "Forbidden: ephemeral containers not allowed in pod template",
+        ));
+    }
+    for (i, c) in ephemeral.into_iter().flatten().enumerate() {
+        validate_ephemeral_container(
+            c,
+            &format!("{path}.ephemeralContainers[{i}]"),
+            spec,
+            &mut names,
+            causes,
+        );
+    }
+}
+
+/// What an ephemeral container (`kubectl debug`) may not have: it runs once,
+/// beside the pod's containers, with no ports, probes or resources of its
+/// own (Kubernetes' `validateEphemeralContainers`).
+const NOT_FOR_EPHEMERAL: [&str; 8] = [
+    "ports",
+    "resources",
+    "resizePolicy",
+    "restartPolicy",
+    "lifecycle",
+    "livenessProbe",
+    "readinessProbe",
+    "startupProbe",
+];
+
+fn validate_ephemeral_container(
+    c: &Value,
+    p: &str,
+    spec: &Value,
+    names: &mut std::collections::HashSet<String>,
+    causes: &mut Vec<Cause>,
+) {
+    match c["name"].as_str() {
+        None | Some("") => causes.push(Cause::required(format!("{p}.name"))),
+        Some(n) if !is_dns1123_label(n) => causes.push(Cause::invalid(
+            format!("{p}.name"),
+            format!("Invalid value: \"{n}\": a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-'"),
+        )),
+        Some(n) => {
+            if !names.insert(n.to_string()) {
+                causes.push(Cause::duplicate(format!("{p}.name"), format!("Duplicate value: \"{n}\"")));
+            }
+        }
+    }
+    if c["image"].as_str().is_none_or(|s| s.trim().is_empty()) {
+        causes.push(Cause::required(format!("{p}.image")));
+    }
+    let set = |v: &Value| match v {
+        Value::Null => false,
+        Value::Object(m) => !m.is_empty(),
+        Value::Array(a) => !a.is_empty(),
+        Value::String(s) => !s.is_empty(),
+        _ => true,
+    };
+    for field in NOT_FOR_EPHEMERAL {
+        if set(&c[field]) {
+            causes.push(Cause::forbidden(
+                format!("{p}.{field}"),
+                "Forbidden: cannot be set for an Ephemeral Container",
+            ));
+        }
+    }
+    for (j, m) in c["volumeMounts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        if set(&m["subPath"]) {
+            causes.push(Cause::forbidden(
+                format!("{p}.volumeMounts[{j}].subPath"),
+                "Forbidden: cannot be set for an Ephemeral Container",
+            ));
+        }
+    }
+    if let Some(target) = c["targetContainerName"].as_str().filter(|t| !t.is_empty()) {
+        let known = ["containers", "initContainers"]
+            .iter()
+            .flat_map(|l| spec[*l].as_array().into_iter().flatten())
+            .any(|x| x["name"].as_str() == Some(target));
+        if !known {
+            causes.push(Cause {
+                field: format!("{p}.targetContainerName"),
+                message: format!("Not found: \"{target}\""),
+                kind: "FieldValueNotFound",
+            });
+        }
     }
 }
 
@@ -588,7 +685,7 @@ fn default_pod_spec(spec: &mut Value) {
     set_default(spec, "terminationGracePeriodSeconds", json!(30));
     set_default(spec, "securityContext", json!({}));
     set_default(spec, "enableServiceLinks", json!(true));
-    for list in ["initContainers", "containers"] {
+    for list in ["initContainers", "containers", "ephemeralContainers"] {
         if let Some(cs) = spec.get_mut(list).and_then(Value::as_array_mut) {
             for c in cs {
                 let image = c["image"].as_str().unwrap_or("").to_string();
