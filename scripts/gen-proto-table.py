@@ -48,6 +48,8 @@ ROOTS = [
     ("v1", "Node", CORE, "Node"),
     ("v1", "Event", CORE, "Event"),
     ("v1", "PersistentVolumeClaim", CORE, "PersistentVolumeClaim"),
+    ("v1", "PersistentVolume", CORE, "PersistentVolume"),
+    ("storage.k8s.io/v1", "StorageClass", "api/storage/v1", "StorageClass"),
     ("v1", "Binding", CORE, "Binding"),
     ("apps/v1", "Deployment", APPS, "Deployment"),
     ("apps/v1", "ReplicaSet", APPS, "ReplicaSet"),

@@ -20,8 +20,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::core::v1::{
+    Namespace, Node, NodeSelectorTerm, PersistentVolume, PersistentVolumeClaim, Pod,
+};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::storage::v1::StorageClass;
 use serde_json::json;
 use skiff_sched::{DisruptionBudget, NodeInfo, PodInfo, PreemptionPolicy, Scheduler, Snapshot};
 use skiff_sdk::client::informer::Informer;
@@ -65,11 +68,24 @@ pub async fn run(client: Client, mut stop: watch::Receiver<bool>) {
     let nodes = Informer::new(Api::<Node>::all(&client), ListParams::default());
     // Their labels, for affinity terms' namespaceSelector.
     let namespaces = Informer::new(Api::<Namespace>::all(&client), ListParams::default());
+    let volumes = Volumes {
+        claims: Informer::new(Api::all(&client), ListParams::default()),
+        volumes: Informer::new(Api::all(&client), ListParams::default()),
+        classes: Informer::new(Api::all(&client), ListParams::default()),
+    };
     let wake = Arc::new(Notify::new());
     let busy = Arc::new(AtomicBool::new(true));
     let mut pod_events = pods.subscribe();
     let mut node_events = nodes.subscribe();
-    let tasks = [pods.start(), nodes.start(), namespaces.start()];
+    let mut claim_events = volumes.claims.subscribe();
+    let tasks = [
+        pods.start(),
+        nodes.start(),
+        namespaces.start(),
+        volumes.claims.start(),
+        volumes.volumes.start(),
+        volumes.classes.start(),
+    ];
     {
         let (wake, busy) = (wake.clone(), busy.clone());
         tokio::spawn(async move {
@@ -86,13 +102,26 @@ pub async fn run(client: Client, mut stop: watch::Receiver<bool>) {
                         Some(_) => {}
                     },
                     e = node_events.recv() => if e.is_none() { return },
+                    // A claim bound may let a waiting pod in.
+                    e = claim_events.recv() => match e {
+                        None => return,
+                        Some(_) if !busy.load(Ordering::Relaxed) => continue,
+                        Some(_) => {}
+                    },
                 }
                 wake.notify_one();
             }
         });
     }
     let stopped = tokio::select! {
-        _ = async { pods.synced().await; nodes.synced().await; namespaces.synced().await } => false,
+        _ = async {
+            pods.synced().await;
+            nodes.synced().await;
+            namespaces.synced().await;
+            volumes.claims.synced().await;
+            volumes.volumes.synced().await;
+            volumes.classes.synced().await;
+        } => false,
         _ = until_stopped(&mut stop) => true,
     };
     if stopped {
@@ -110,7 +139,7 @@ pub async fn run(client: Client, mut stop: watch::Receiver<bool>) {
     };
     tracing::info!("scheduler started");
     loop {
-        let retry = loop_state.cycle(&pods, &nodes, &namespaces).await;
+        let retry = loop_state.cycle(&pods, &nodes, &namespaces, &volumes).await;
         let wait = if retry {
             Duration::from_millis(500)
         } else {
@@ -127,6 +156,64 @@ pub async fn run(client: Client, mut stop: watch::Receiver<bool>) {
         }
     }
     tasks.iter().for_each(|t| t.abort());
+}
+
+/// What a pod's persistent volume claims constrain.
+struct Volumes {
+    claims: Arc<Informer<PersistentVolumeClaim>>,
+    volumes: Arc<Informer<PersistentVolume>>,
+    classes: Arc<Informer<StorageClass>>,
+}
+
+impl Volumes {
+    /// `pod` with the node affinity of the volumes its claims are bound to
+    /// added to its own required terms (all must hold), as kube-scheduler's
+    /// VolumeBinding plugin filters; `Err` is why it cannot be placed yet.
+    fn constrain(&self, pod: &Arc<Pod>) -> Result<Arc<Pod>, String> {
+        let terms = crate::controllers::volumes::volume_node_terms(
+            pod,
+            &self.claims.store(),
+            &self.volumes.store(),
+            &self.classes.store(),
+        )?;
+        if terms.is_empty() {
+            return Ok(pod.clone());
+        }
+        let mut p = (**pod).clone();
+        let spec = p.spec.get_or_insert_with(Default::default);
+        let affinity = spec.affinity.get_or_insert_with(Default::default);
+        let node = affinity.node_affinity.get_or_insert_with(Default::default);
+        let required = node
+            .required_during_scheduling_ignored_during_execution
+            .get_or_insert_with(Default::default);
+        for alternatives in terms {
+            required.node_selector_terms = and_terms(&required.node_selector_terms, &alternatives);
+        }
+        Ok(Arc::new(p))
+    }
+}
+
+/// Two sets of node selector terms, each satisfied by any of its terms,
+/// as one: every pair of terms joined. An empty set is no constraint.
+fn and_terms(a: &[NodeSelectorTerm], b: &[NodeSelectorTerm]) -> Vec<NodeSelectorTerm> {
+    if a.is_empty() {
+        return b.to_vec();
+    }
+    if b.is_empty() {
+        return a.to_vec();
+    }
+    let join = |x: &Option<Vec<_>>, y: &Option<Vec<_>>| {
+        let v: Vec<_> = x.iter().chain(y.iter()).flatten().cloned().collect();
+        (!v.is_empty()).then_some(v)
+    };
+    a.iter()
+        .flat_map(|x| {
+            b.iter().map(move |y| NodeSelectorTerm {
+                match_expressions: join(&x.match_expressions, &y.match_expressions),
+                match_fields: join(&x.match_fields, &y.match_fields),
+            })
+        })
+        .collect()
 }
 
 struct Loop {
@@ -152,6 +239,7 @@ impl Loop {
         pods: &Informer<Pod>,
         nodes: &Informer<Node>,
         namespaces: &Informer<Namespace>,
+        volumes: &Volumes,
     ) -> bool {
         let all_pods = pods.store().list();
         self.in_flight.retain(|uid| {
@@ -214,7 +302,14 @@ impl Loop {
         let mut infos = Vec::with_capacity(pending.len());
         let mut batch = Vec::with_capacity(pending.len());
         for pod in pending {
-            match PodInfo::from_pod(&pod) {
+            let constrained = match volumes.constrain(&pod) {
+                Ok(p) => p,
+                Err(why) => {
+                    self.unschedulable(&pod, &why, "Unschedulable").await;
+                    continue;
+                }
+            };
+            match PodInfo::from_pod(&constrained) {
                 Ok(mut info) => {
                     info.resolve_namespaces(&ns_labels);
                     info.image_platforms = self.platforms.of(&pod);

@@ -19,6 +19,63 @@ use std::time::Duration;
 use common::{Member, http_get, kubectl, kubectl_ok, wait_for};
 use skiff_sdk::registry::testing::LocalRegistry;
 
+/// A StatefulSet whose pod appends its name to a file on its claim's
+/// volume and prints the file: each run shows every earlier one.
+const STORE: &str = r#"apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: store}
+spec:
+  serviceName: store
+  replicas: 1
+  selector: {matchLabels: {app: store}}
+  template:
+    metadata: {labels: {app: store}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: c
+        image: IMAGE
+        command: [sh, -c, 'hostname >> /data/runs; cat /data/runs; exec sleep 3600']
+        volumeMounts: [{name: data, mountPath: /data}]
+  volumeClaimTemplates:
+  - metadata: {name: data}
+    spec:
+      accessModes: [ReadWriteOnce]
+      resources: {requests: {storage: 1Gi}}
+"#;
+
+/// A volume made by hand (a host directory, class `manual`, as in the
+/// Kubernetes docs' task-pv-volume), a claim for it and a pod reading it.
+const MANUAL: &str = r#"apiVersion: v1
+kind: PersistentVolume
+metadata: {name: task-pv-volume, labels: {type: local}}
+spec:
+  storageClassName: manual
+  capacity: {storage: 10Gi}
+  accessModes: [ReadWriteOnce]
+  hostPath: {path: HOSTDIR}
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: task-pv-claim}
+spec:
+  storageClassName: manual
+  accessModes: [ReadWriteOnce]
+  resources: {requests: {storage: 3Gi}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: task-pv-pod}
+spec:
+  restartPolicy: Never
+  volumes: [{name: s, persistentVolumeClaim: {claimName: task-pv-claim}}]
+  containers:
+  - name: c
+    image: IMAGE
+    command: [cat, /usr/share/nginx/html/index.html]
+    volumeMounts: [{name: s, mountPath: /usr/share/nginx/html}]
+"#;
+
 fn jsonpath(m: &Member, args: &[&str], path: &str) -> String {
     let mut a = args.to_vec();
     let p = format!("jsonpath={path}");
@@ -549,6 +606,118 @@ async fn container_pods_run_on_runc() {
         r#"{.status.phase} {.status.conditions[?(@.type=="Ready")].status}"#,
     );
     assert_eq!(ready, "Running True");
+
+    // Storage: a StatefulSet's claim gets a volume of the default class
+    // (local-path) on its pod's node; what the pod writes outlives it.
+    kubectl_ok(
+        &m,
+        &["apply", "-f", "-"],
+        Some(&STORE.replace("IMAGE", &image)),
+    );
+    let runs = |want: &'static str| {
+        let m = &m;
+        wait_for(
+            "store-0 to run on its volume",
+            Duration::from_secs(60),
+            move || {
+                let (_, out, _) = kubectl(m, &["logs", "store-0"], None);
+                if out == want { Ok(()) } else { Err(out) }
+            },
+        )
+    };
+    runs("store-0\n").await;
+    let claim = jsonpath(
+        &m,
+        &["get", "pvc", "data-store-0"],
+        "{.status.phase} {.spec.storageClassName} {.spec.volumeName}",
+    );
+    let volume = match claim.split(' ').collect::<Vec<_>>()[..] {
+        ["Bound", "local-path", v] => v.to_string(),
+        _ => panic!("{claim}"),
+    };
+    let dir = jsonpath(&m, &["get", "pv", &volume], "{.spec.hostPath.path}");
+    assert!(std::path::Path::new(&dir).join("runs").is_file(), "{dir}");
+    let affinity = jsonpath(
+        &m,
+        &["get", "pv", &volume],
+        "{.spec.nodeAffinity.required.nodeSelectorTerms[0].matchExpressions[0].values[0]}",
+    );
+    assert_eq!(affinity, "vm");
+    kubectl_ok(&m, &["delete", "pod", "store-0", "--wait"], None);
+    runs("store-0\nstore-0\n").await;
+    // The claim outlives the set; deleting it deletes the volume and, on
+    // the node, its directory (reclaim policy Delete).
+    kubectl_ok(&m, &["delete", "statefulset", "store", "--wait"], None);
+    kubectl_ok(&m, &["delete", "pvc", "data-store-0", "--wait"], None);
+    wait_for(
+        "the volume to be reclaimed",
+        Duration::from_secs(40),
+        || {
+            let (gone, _, _) = kubectl(&m, &["get", "pv", &volume], None);
+            if !gone && !std::path::Path::new(&dir).exists() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "pv listed: {gone}, {dir} exists: {}",
+                    std::path::Path::new(&dir).exists()
+                ))
+            }
+        },
+    )
+    .await;
+
+    // A volume made by hand is bound to the claim that fits it, whatever
+    // the class is called; after the claim it stays, Released (Retain).
+    let host = tmp.path().join("task-pv");
+    std::fs::create_dir_all(&host).unwrap();
+    std::fs::write(host.join("index.html"), "hello from a persistent volume\n").unwrap();
+    kubectl_ok(
+        &m,
+        &["apply", "-f", "-"],
+        Some(
+            &MANUAL
+                .replace("IMAGE", &image)
+                .replace("HOSTDIR", &host.display().to_string()),
+        ),
+    );
+    wait_for("the manual volume's pod", Duration::from_secs(60), || {
+        let p = jsonpath(&m, &["get", "pod", "task-pv-pod"], "{.status.phase}");
+        if p == "Succeeded" { Ok(()) } else { Err(p) }
+    })
+    .await;
+    let read = kubectl_ok(&m, &["logs", "task-pv-pod"], None);
+    assert_eq!(read, "hello from a persistent volume\n");
+    assert_eq!(
+        jsonpath(
+            &m,
+            &["get", "pvc", "task-pv-claim"],
+            "{.spec.volumeName} {.status.capacity.storage}"
+        ),
+        "task-pv-volume 10Gi"
+    );
+    kubectl_ok(&m, &["delete", "pod", "task-pv-pod", "--wait"], None);
+    kubectl_ok(&m, &["delete", "pvc", "task-pv-claim", "--wait"], None);
+    wait_for(
+        "the manual volume to be released",
+        Duration::from_secs(30),
+        || {
+            let p = jsonpath(
+                &m,
+                &["get", "pv", "task-pv-volume"],
+                "{.status.phase} {.spec.persistentVolumeReclaimPolicy}",
+            );
+            if p == "Released Retain" {
+                Ok(())
+            } else {
+                Err(p)
+            }
+        },
+    )
+    .await;
+    assert!(
+        host.join("index.html").is_file(),
+        "a retained volume's data stays"
+    );
 
     // The Job runs to completion; its logs are the container's stdout.
     wait_for("the job to complete", Duration::from_secs(60), || {

@@ -16,7 +16,6 @@ use common::{Member, kubectl, kubectl_ok};
 const UNSERVED: &[&str] = &[
     "\"LimitRange\" in version \"v1\"",
     "\"ResourceQuota\" in version \"v1\"",
-    "\"PersistentVolume\" in version \"v1\"",
     "\"ReplicationController\" in version \"v1\"",
     "\"NetworkPolicy\" in version \"networking.k8s.io/v1\"",
     "\"HorizontalPodAutoscaler\" in version \"autoscaling/v1\"",

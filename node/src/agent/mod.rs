@@ -40,6 +40,7 @@ mod probe;
 pub mod proxy;
 mod resolve;
 mod status;
+mod storage;
 pub mod tunnel;
 mod worker;
 
@@ -448,6 +449,12 @@ pub async fn run_with(
     if let Some(streams) = ctx.cfg.control_streams.clone() {
         tokio::spawn(log_server.serve_streams(streams, stop.clone()));
     }
+    let volumes = node::storage_dir(&ctx.cfg.data_dir);
+    tokio::spawn(storage::reclaim(
+        client.clone(),
+        std::path::absolute(&volumes).unwrap_or(volumes),
+        stop.clone(),
+    ));
     // Containers get the Services' variables: know them first, as the
     // kubelet does.
     tokio::select! {

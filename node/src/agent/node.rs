@@ -26,6 +26,7 @@ use crate::controllers::events::now;
 
 /// The label that sends wasm pods here.
 pub const LABEL_RUNTIME_WASM: &str = skiff_sched::model::LABEL_RUNTIME_WASM;
+use crate::controllers::volumes::ANNOTATION_STORAGE;
 pub const LABEL_RUNTIME_OCI: &str = skiff_sched::model::LABEL_RUNTIME_OCI;
 pub const KUBELET_VERSION: &str = "v1.33.0-skiff";
 pub const RUNTIME_VERSION: &str = "wasmtime://48";
@@ -123,6 +124,11 @@ fn internal_ip() -> IpAddr {
 /// Kubernetes' name of this CPU architecture (`amd64`, `arm64`).
 pub fn arch() -> &'static str {
     oci_bridge::kube_arch()
+}
+
+/// The directory of the volumes provisioned on this node.
+pub fn storage_dir(data_dir: &std::path::Path) -> std::path::PathBuf {
+    data_dir.join("storage")
 }
 
 /// The Node's labels: the well-known ones, the runtime's, then the
@@ -269,16 +275,21 @@ pub async fn register(
     let api: Api<Node> = Api::all(client);
     let name = cfg.node_name.as_str();
     let labels = labels(cfg, sys.containers);
+    // Where volumes provisioned on this node live (see controllers::volumes).
+    let storage = std::path::absolute(storage_dir(&cfg.data_dir))
+        .unwrap_or_else(|_| storage_dir(&cfg.data_dir))
+        .display()
+        .to_string();
     let node = match api.get_opt(name).await? {
         None => {
             let node = Node {
                 metadata: ObjectMeta {
                     name: Some(name.to_string()),
                     labels: Some(labels),
-                    annotations: Some(BTreeMap::from([(
-                        "node.alpha.kubernetes.io/ttl".to_string(),
-                        "0".to_string(),
-                    )])),
+                    annotations: Some(BTreeMap::from([
+                        ("node.alpha.kubernetes.io/ttl".to_string(), "0".to_string()),
+                        (ANNOTATION_STORAGE.to_string(), storage.clone()),
+                    ])),
                     ..Default::default()
                 },
                 ..Default::default()
@@ -291,13 +302,22 @@ pub async fn register(
         }
         Some(existing) => {
             let current = existing.metadata.labels.clone().unwrap_or_default();
-            if labels.iter().all(|(k, v)| current.get(k) == Some(v)) {
+            let published = existing
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(ANNOTATION_STORAGE));
+            if labels.iter().all(|(k, v)| current.get(k) == Some(v)) && published == Some(&storage)
+            {
                 existing
             } else {
                 api.patch(
                     name,
                     PatchType::Merge,
-                    &serde_json::json!({"metadata": {"labels": labels}}),
+                    &serde_json::json!({"metadata": {
+                        "labels": labels,
+                        "annotations": {ANNOTATION_STORAGE: storage},
+                    }}),
                 )
                 .await
                 .context("updating the Node's labels")?

@@ -23,8 +23,8 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Container, DownwardAPIVolumeFile, KeyToPath, ObjectFieldSelector, Pod,
-    ResourceFieldSelector, Secret, ServiceAccount, Volume,
+    ConfigMap, Container, DownwardAPIVolumeFile, KeyToPath, ObjectFieldSelector, PersistentVolume,
+    PersistentVolumeClaim, Pod, ResourceFieldSelector, Secret, ServiceAccount, Volume,
 };
 use skiff_sched::Quantity;
 use skiff_sdk::client::{Api, Client};
@@ -60,6 +60,59 @@ impl Lookup {
             configmaps: HashMap::new(),
             secrets: HashMap::new(),
         }
+    }
+
+    /// The directory on this node of the volume claim `name` is bound to:
+    /// a `hostPath` or `local` PersistentVolume (what the local-path
+    /// provisioner makes). An unbound claim is an error to retry.
+    async fn claimed_dir(&mut self, name: &str) -> Result<PathBuf, String> {
+        let claims: Api<PersistentVolumeClaim> = Api::namespaced(&self.client, &self.namespace);
+        let claim = claims
+            .get_opt(name)
+            .await
+            .map_err(|e| format!("getting persistentvolumeclaim {name:?}: {e}"))?
+            .ok_or_else(|| format!("persistentvolumeclaim {name:?} not found"))?;
+        let bound = claim.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound");
+        let volume = claim
+            .spec
+            .as_ref()
+            .and_then(|s| s.volume_name.clone())
+            .filter(|v| !v.is_empty() && bound)
+            .ok_or_else(|| format!("persistentvolumeclaim {name:?} is not bound yet"))?;
+        let volumes: Api<PersistentVolume> = Api::all(&self.client);
+        let pv = volumes
+            .get(&volume)
+            .await
+            .map_err(|e| format!("getting persistentvolume {volume:?}: {e}"))?;
+        let spec = pv.spec.unwrap_or_default();
+        if let Some(hp) = spec.host_path {
+            let p = PathBuf::from(&hp.path);
+            // As containerd makes a missing bind source: a volume with no
+            // type, or `DirectoryOrCreate`, is made if absent.
+            if matches!(hp.type_.as_deref(), None | Some("" | "DirectoryOrCreate")) && !p.exists() {
+                mkdir(&p)?;
+            }
+            if !p.is_dir() {
+                return Err(format!(
+                    "persistentvolume {volume:?}: {} is not a directory on this node",
+                    p.display()
+                ));
+            }
+            return Ok(p);
+        }
+        if let Some(local) = spec.local {
+            let p = PathBuf::from(&local.path);
+            if !p.is_dir() {
+                return Err(format!(
+                    "persistentvolume {volume:?}: {} is not a directory on this node",
+                    p.display()
+                ));
+            }
+            return Ok(p);
+        }
+        Err(format!(
+            "persistentvolume {volume:?}: only hostPath and local volumes are supported on this node"
+        ))
     }
 
     async fn configmap(&mut self, name: &str) -> Result<Option<Arc<ConfigMap>>, String> {
@@ -487,6 +540,13 @@ async fn volume(
     if v.empty_dir.is_some() {
         mkdir(&path)?;
         return Ok(owned(false));
+    }
+    if let Some(claim) = &v.persistent_volume_claim {
+        return Ok(VolumeDir {
+            path: l.claimed_dir(&claim.claim_name).await?,
+            read_only: claim.read_only.unwrap_or(false),
+            host_path: false,
+        });
     }
     if let Some(hp) = &v.host_path {
         let p = PathBuf::from(&hp.path);

@@ -347,6 +347,34 @@ pub async fn dispatch(
     }
 }
 
+/// Kubernetes' DefaultStorageClass admission: a claim that names no class
+/// (no `storageClassName` at all; `""` asks for none) gets the default one,
+/// the newest if several are marked.
+async fn admit_default_storage_class(objects: &Objects, claim: &mut Value) -> Result<(), ApiError> {
+    if !claim["spec"]["storageClassName"].is_null() {
+        return Ok(());
+    }
+    let res = resources::find("storage.k8s.io", "v1", "storageclasses").expect("served");
+    let default = objects
+        .list_local(&res.prefix(None))
+        .await?
+        .into_iter()
+        .filter(|c| c.object["metadata"]["annotations"][table::DEFAULT_CLASS] == "true")
+        .max_by_key(|c| {
+            (
+                c.object["metadata"]["creationTimestamp"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                c.rev,
+            )
+        });
+    if let Some(c) = default {
+        claim["spec"]["storageClassName"] = c.object["metadata"]["name"].clone();
+    }
+    Ok(())
+}
+
 /// A pod's subresource for adding ephemeral containers (`kubectl debug`).
 const EPHEMERAL: &str = "ephemeralcontainers";
 
@@ -788,6 +816,9 @@ async fn create(
         super::priority::admit_pod(objects, &name, &mut obj).await?;
         let ns = t.namespace.clone().unwrap_or_default();
         super::serviceaccount::admit(objects, &ns, &name, &mut obj).await?;
+    }
+    if t.res.kind == "PersistentVolumeClaim" {
+        admit_default_storage_class(objects, &mut obj).await?;
     }
     if t.res.kind == "Ingress" {
         admit_default_ingress_class(objects, &mut obj).await?;
@@ -2421,7 +2452,11 @@ pub async fn ensure_bootstrap_objects(objects: &Objects) -> anyhow::Result<()> {
             ],
             &read,
         ),
-        rule(&[""], &["persistentvolumeclaims"], &read),
+        rule(
+            &[""],
+            &["persistentvolumeclaims", "persistentvolumes"],
+            &read,
+        ),
         rule(&[""], &["serviceaccounts/token"], &["create"]),
         rule(
             &["", "events.k8s.io"],
@@ -2512,6 +2547,14 @@ pub async fn ensure_bootstrap_objects(objects: &Objects) -> anyhow::Result<()> {
             }},
             "spec": {"controller": "skiff.dev/ingress-gateway"},
         }),
+    )
+    .await?;
+    let storage_classes =
+        resources::find("storage.k8s.io", "v1", "storageclasses").expect("storageclasses served");
+    create_if_absent(
+        objects,
+        storage_classes,
+        crate::controllers::volumes::default_class(),
     )
     .await?;
     let priority_classes = resources::find("scheduling.k8s.io", "v1", "priorityclasses")

@@ -68,6 +68,8 @@ pub static RESOURCES: &[Resource] = &[
     res!("", "v1", "Node", "nodes", "node", false, &["no"], NONE, true, false, true),
     res!("", "v1", "Event", "events", "event", true, &["ev"], NONE, false, false, false),
     res!("", "v1", "PersistentVolumeClaim", "persistentvolumeclaims", "persistentvolumeclaim", true, &["pvc"], NONE, true, false, true),
+    res!("", "v1", "PersistentVolume", "persistentvolumes", "persistentvolume", false, &["pv"], NONE, true, false, true),
+    res!("storage.k8s.io", "v1", "StorageClass", "storageclasses", "storageclass", false, &["sc"], NONE, false, false, false),
     res!("apps", "v1", "Deployment", "deployments", "deployment", true, &["deploy"], ALL, true, true, true),
     res!("apps", "v1", "ReplicaSet", "replicasets", "replicaset", true, &["rs"], ALL, true, true, true),
     res!("apps", "v1", "DaemonSet", "daemonsets", "daemonset", true, &["ds"], ALL, true, false, true),

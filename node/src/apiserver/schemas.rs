@@ -63,6 +63,8 @@ fn build() -> (Map<String, Value>, Vec<Kind>) {
     add::<core::v1::Node>(&mut g, k);
     add::<core::v1::Event>(&mut g, k);
     add::<core::v1::PersistentVolumeClaim>(&mut g, k);
+    add::<core::v1::PersistentVolume>(&mut g, k);
+    add::<k8s_openapi::api::storage::v1::StorageClass>(&mut g, k);
     add::<apps::v1::Deployment>(&mut g, k);
     add::<apps::v1::ReplicaSet>(&mut g, k);
     add::<apps::v1::DaemonSet>(&mut g, k);

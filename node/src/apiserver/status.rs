@@ -37,6 +37,15 @@ impl Cause {
         }
     }
 
+    /// A required value with Kubernetes' detail (`Required value: DETAIL`).
+    pub fn required_with(field: impl Into<String>, detail: &str) -> Cause {
+        Cause {
+            field: field.into(),
+            message: format!("Required value: {detail}"),
+            kind: "FieldValueRequired",
+        }
+    }
+
     pub fn not_supported(field: impl Into<String>, message: impl Into<String>) -> Cause {
         Cause {
             field: field.into(),

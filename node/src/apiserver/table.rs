@@ -80,6 +80,27 @@ fn s(v: &Value) -> String {
     }
 }
 
+/// The annotation that makes a StorageClass the default one.
+pub const DEFAULT_CLASS: &str = "storageclass.kubernetes.io/is-default-class";
+
+/// Access modes as kubectl abbreviates them (`RWO,ROX`).
+fn access_modes(modes: &Value) -> String {
+    modes
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .map(|m| match m {
+            "ReadWriteOnce" => "RWO",
+            "ReadOnlyMany" => "ROX",
+            "ReadWriteMany" => "RWX",
+            "ReadWriteOncePod" => "RWOP",
+            other => other,
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 fn or_none(v: String) -> String {
     if v.is_empty() { "<none>".into() } else { v }
 }
@@ -360,6 +381,27 @@ fn columns(kind: &str) -> Vec<Col> {
             ("Min Available", "string", 0),
             ("Max Unavailable", "string", 0),
             ("Allowed Disruptions", "integer", 0),
+            ("Age", "string", 0),
+        ],
+        "PersistentVolume" => vec![
+            ("Name", "string", 0),
+            ("Capacity", "string", 0),
+            ("Access Modes", "string", 0),
+            ("Reclaim Policy", "string", 0),
+            ("Status", "string", 0),
+            ("Claim", "string", 0),
+            ("StorageClass", "string", 0),
+            ("VolumeAttributesClass", "string", 0),
+            ("Reason", "string", 0),
+            ("Age", "string", 0),
+            ("VolumeMode", "string", 1),
+        ],
+        "StorageClass" => vec![
+            ("Name", "string", 0),
+            ("Provisioner", "string", 0),
+            ("ReclaimPolicy", "string", 0),
+            ("VolumeBindingMode", "string", 0),
+            ("AllowVolumeExpansion", "string", 0),
             ("Age", "string", 0),
         ],
         "PersistentVolumeClaim" => vec![
@@ -782,17 +824,51 @@ fn cells(kind: &str, o: &Value) -> Vec<Value> {
                 json!(age),
             ]
         }
+        "PersistentVolume" => vec![
+            json!(name),
+            json!(s(&spec["capacity"]["storage"])),
+            json!(access_modes(&spec["accessModes"])),
+            json!(s(&spec["persistentVolumeReclaimPolicy"])),
+            json!(s(&st["phase"])),
+            json!(match spec["claimRef"]["name"].as_str() {
+                Some(n) => format!("{}/{n}", s(&spec["claimRef"]["namespace"])),
+                None => String::new(),
+            }),
+            json!(s(&spec["storageClassName"])),
+            json!(or_none(s(&spec["volumeAttributesClassName"]))),
+            json!(s(&st["reason"])),
+            json!(age),
+            json!(s(&spec["volumeMode"])),
+        ],
+        "StorageClass" => vec![
+            json!(if o["metadata"]["annotations"][DEFAULT_CLASS] == "true" {
+                format!("{name} (default)")
+            } else {
+                name.to_string()
+            }),
+            json!(s(&o["provisioner"])),
+            json!(match o["reclaimPolicy"].as_str() {
+                Some(p) => p.to_string(),
+                None => "Delete".into(),
+            }),
+            json!(match o["volumeBindingMode"].as_str() {
+                Some(m) => m.to_string(),
+                None => "Immediate".into(),
+            }),
+            json!(
+                o["allowVolumeExpansion"]
+                    .as_bool()
+                    .unwrap_or(false)
+                    .to_string()
+            ),
+            json!(age),
+        ],
         "PersistentVolumeClaim" => vec![
             json!(name),
             json!(s(&st["phase"])),
             json!(s(&spec["volumeName"])),
             json!(s(&st["capacity"]["storage"])),
-            json!(
-                spec["accessModes"]
-                    .as_array()
-                    .map(|a| a.iter().map(s).collect::<Vec<_>>().join(","))
-                    .unwrap_or_default()
-            ),
+            json!(access_modes(&st["accessModes"])),
             json!(or_none(s(&spec["storageClassName"]))),
             json!(or_none(s(&spec["volumeAttributesClassName"]))),
             json!(age),

@@ -78,6 +78,8 @@ pub fn decode(
         "Node" => roundtrip::<core::Node>(obj),
         "Event" => roundtrip::<core::Event>(obj),
         "PersistentVolumeClaim" => roundtrip::<core::PersistentVolumeClaim>(obj),
+        "PersistentVolume" => roundtrip::<core::PersistentVolume>(obj),
+        "StorageClass" => roundtrip::<api::storage::v1::StorageClass>(obj),
         "Deployment" => roundtrip::<apps::Deployment>(obj),
         "ReplicaSet" => roundtrip::<apps::ReplicaSet>(obj),
         "ControllerRevision" => roundtrip::<apps::ControllerRevision>(obj),
@@ -298,6 +300,110 @@ fn validate_pod_spec(spec: &Value, path: &str, causes: &mut Vec<Cause>) {
             &mut names,
             causes,
         );
+    }
+}
+
+/// The volume sources a PersistentVolume may name (one of them).
+const VOLUME_SOURCES: [&str; 20] = [
+    "hostPath",
+    "local",
+    "nfs",
+    "iscsi",
+    "fc",
+    "csi",
+    "rbd",
+    "cephfs",
+    "cinder",
+    "glusterfs",
+    "flexVolume",
+    "flocker",
+    "awsElasticBlockStore",
+    "gcePersistentDisk",
+    "azureDisk",
+    "azureFile",
+    "vsphereVolume",
+    "quobyte",
+    "portworxVolume",
+    "scaleIO",
+];
+
+/// Kubernetes' `ValidatePersistentVolumeSpec`, the parts that matter here.
+fn validate_persistent_volume(spec: &Value, causes: &mut Vec<Cause>) {
+    if spec["accessModes"].as_array().is_none_or(|a| a.is_empty()) {
+        causes.push(Cause::required("spec.accessModes"));
+    }
+    for (i, m) in spec["accessModes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let m = m.as_str().unwrap_or("");
+        if !matches!(
+            m,
+            "ReadWriteOnce" | "ReadOnlyMany" | "ReadWriteMany" | "ReadWriteOncePod"
+        ) {
+            causes.push(Cause::not_supported(
+                format!("spec.accessModes[{i}]"),
+                format!("Unsupported value: \"{m}\": supported values: \"ReadOnlyMany\", \"ReadWriteMany\", \"ReadWriteOnce\", \"ReadWriteOncePod\""),
+            ));
+        }
+    }
+    if spec["capacity"]["storage"].is_null() {
+        causes.push(Cause::required("spec.capacity"));
+    }
+    let sources: Vec<&str> = VOLUME_SOURCES
+        .into_iter()
+        .filter(|s| !spec[*s].is_null())
+        .collect();
+    match sources.as_slice() {
+        [] => causes.push(Cause::required_with("spec", "must specify a volume type")),
+        [_] => {}
+        [_, more @ ..] => causes.push(Cause::forbidden(
+            format!("spec.{}", more[0]),
+            "Forbidden: may not specify more than 1 volume type",
+        )),
+    }
+    if let Some(p) = spec["hostPath"]["path"].as_str()
+        && (p.is_empty() || p.split('/').any(|c| c == ".."))
+    {
+        causes.push(Cause::invalid(
+            "spec.hostPath.path",
+            format!("Invalid value: \"{p}\": must be an absolute path without '..'"),
+        ));
+    }
+    if let Some(p) = spec["persistentVolumeReclaimPolicy"].as_str()
+        && !matches!(p, "Retain" | "Delete" | "Recycle")
+    {
+        causes.push(Cause::not_supported(
+            "spec.persistentVolumeReclaimPolicy",
+            format!(
+                "Unsupported value: \"{p}\": supported values: \"Delete\", \"Recycle\", \"Retain\""
+            ),
+        ));
+    }
+}
+
+/// Kubernetes' `ValidateStorageClass`: a provisioner, and known policies.
+fn validate_storage_class(class: &Value, causes: &mut Vec<Cause>) {
+    if class["provisioner"].as_str().is_none_or(str::is_empty) {
+        causes.push(Cause::required("provisioner"));
+    }
+    if let Some(p) = class["reclaimPolicy"].as_str()
+        && !matches!(p, "Retain" | "Delete")
+    {
+        causes.push(Cause::not_supported(
+            "reclaimPolicy",
+            format!("Unsupported value: \"{p}\": supported values: \"Delete\", \"Retain\""),
+        ));
+    }
+    if let Some(m) = class["volumeBindingMode"].as_str()
+        && !matches!(m, "Immediate" | "WaitForFirstConsumer")
+    {
+        causes.push(Cause::not_supported(
+            "volumeBindingMode",
+            format!("Unsupported value: \"{m}\": supported values: \"Immediate\", \"WaitForFirstConsumer\""),
+        ));
     }
 }
 
@@ -552,6 +658,8 @@ pub fn validate(res: &Resource, obj: &Value) -> Result<(), ApiError> {
         }
         "Job" => validate_pod_spec(&spec["template"]["spec"], "spec.template.spec", &mut causes),
         "PodDisruptionBudget" => validate_disruption_budget(spec, &mut causes),
+        "PersistentVolume" => validate_persistent_volume(spec, &mut causes),
+        "StorageClass" => validate_storage_class(obj, &mut causes),
         "PriorityClass" => super::priority::validate(obj, &mut causes),
         "CronJob" => {
             if spec["schedule"].as_str().is_none_or(str::is_empty) {
@@ -715,6 +823,25 @@ fn default_pod_spec(spec: &mut Value) {
 /// back in `-o yaml`).
 pub fn default(res: &Resource, obj: &mut Value) {
     match res.kind {
+        "PersistentVolume" => {
+            set_default(
+                &mut obj["spec"],
+                "persistentVolumeReclaimPolicy",
+                json!("Retain"),
+            );
+            set_default(&mut obj["spec"], "volumeMode", json!("Filesystem"));
+            set_default(obj, "status", json!({}));
+            set_default(&mut obj["status"], "phase", json!("Pending"));
+        }
+        "PersistentVolumeClaim" => {
+            set_default(&mut obj["spec"], "volumeMode", json!("Filesystem"));
+            set_default(obj, "status", json!({}));
+            set_default(&mut obj["status"], "phase", json!("Pending"));
+        }
+        "StorageClass" => {
+            set_default(obj, "reclaimPolicy", json!("Delete"));
+            set_default(obj, "volumeBindingMode", json!("Immediate"));
+        }
         "PriorityClass" => {
             set_default(obj, "value", json!(0));
             set_default(obj, "preemptionPolicy", json!("PreemptLowerPriority"));

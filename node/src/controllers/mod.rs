@@ -8,6 +8,7 @@ pub mod gc;
 pub mod ingressstatus;
 pub mod nodelifecycle;
 pub mod serviceaccounts;
+pub mod volumes;
 pub mod workloads;
 
 use std::fmt::Display;
@@ -49,6 +50,7 @@ pub async fn run(client: Client, settings: Settings, stop: watch::Receiver<bool>
         tokio::spawn(gc::run(client.clone(), stop.clone())),
         tokio::spawn(endpoints::run(client.clone(), stop.clone())),
         tokio::spawn(ingressstatus::run(client.clone(), stop.clone())),
+        tokio::spawn(volumes::run(client.clone(), stop.clone())),
         tokio::spawn(serviceaccounts::run(
             client.clone(),
             settings.root_ca_pem.clone(),

@@ -1160,49 +1160,211 @@ pub(super) static MSGS: &[M] = &[
         F(1, "targetVolumeAttributesClassName", K::Str, false, false),
         F(2, "status", K::Str, false, false),
     ] },
-    /* 182 */ M { name: "k8s.io.api.core.v1.Binding", special: S::None, fields: &[
+    /* 182 */ M { name: "k8s.io.api.core.v1.PersistentVolume", special: S::None, fields: &[
+        F(1, "metadata", K::Msg(1), false, false),
+        F(2, "spec", K::Msg(183), false, false),
+        F(3, "status", K::Msg(198), false, false),
+    ] },
+    /* 183 */ M { name: "k8s.io.api.core.v1.PersistentVolumeSpec", special: S::None, fields: &[
+        F(1, "capacity", K::MapMsg(15), false, false),
+        F(2, "", K::Inline(184), false, false),
+        F(3, "accessModes", K::Str, true, false),
+        F(4, "claimRef", K::Msg(151), false, false),
+        F(5, "persistentVolumeReclaimPolicy", K::Str, false, false),
+        F(6, "storageClassName", K::Str, false, false),
+        F(7, "mountOptions", K::Str, true, false),
+        F(8, "volumeMode", K::Str, false, false),
+        F(9, "nodeAffinity", K::Msg(197), false, false),
+        F(10, "volumeAttributesClassName", K::Str, false, false),
+    ] },
+    /* 184 */ M { name: "k8s.io.api.core.v1.PersistentVolumeSource", special: S::None, fields: &[
+        F(1, "gcePersistentDisk", K::Msg(16), false, false),
+        F(2, "awsElasticBlockStore", K::Msg(17), false, false),
+        F(3, "hostPath", K::Msg(13), false, false),
+        F(4, "glusterfs", K::Msg(185), false, false),
+        F(5, "nfs", K::Msg(21), false, false),
+        F(6, "rbd", K::Msg(186), false, false),
+        F(7, "iscsi", K::Msg(188), false, false),
+        F(8, "cinder", K::Msg(189), false, false),
+        F(9, "cephfs", K::Msg(190), false, false),
+        F(10, "fc", K::Msg(35), false, false),
+        F(11, "flocker", K::Msg(30), false, false),
+        F(12, "flexVolume", K::Msg(191), false, false),
+        F(13, "azureFile", K::Msg(192), false, false),
+        F(14, "vsphereVolume", K::Msg(38), false, false),
+        F(15, "quobyte", K::Msg(39), false, false),
+        F(16, "azureDisk", K::Msg(40), false, false),
+        F(17, "photonPersistentDisk", K::Msg(41), false, false),
+        F(18, "portworxVolume", K::Msg(52), false, false),
+        F(19, "scaleIO", K::Msg(193), false, false),
+        F(20, "local", K::Msg(194), false, false),
+        F(21, "storageos", K::Msg(195), false, false),
+        F(22, "csi", K::Msg(196), false, false),
+    ] },
+    /* 185 */ M { name: "k8s.io.api.core.v1.GlusterfsPersistentVolumeSource", special: S::None, fields: &[
+        F(1, "endpoints", K::Str, false, false),
+        F(2, "path", K::Str, false, false),
+        F(3, "readOnly", K::Bool, false, false),
+        F(4, "endpointsNamespace", K::Str, false, false),
+    ] },
+    /* 186 */ M { name: "k8s.io.api.core.v1.RbdPersistentVolumeSource", special: S::None, fields: &[
+        F(1, "monitors", K::Str, true, false),
+        F(2, "image", K::Str, false, false),
+        F(3, "fsType", K::Str, false, false),
+        F(4, "pool", K::Str, false, false),
+        F(5, "user", K::Str, false, false),
+        F(6, "keyring", K::Str, false, false),
+        F(7, "secretRef", K::Msg(187), false, false),
+        F(8, "readOnly", K::Bool, false, false),
+    ] },
+    /* 187 */ M { name: "k8s.io.api.core.v1.SecretReference", special: S::None, fields: &[
+        F(1, "name", K::Str, false, false),
+        F(2, "namespace", K::Str, false, false),
+    ] },
+    /* 188 */ M { name: "k8s.io.api.core.v1.IscsiPersistentVolumeSource", special: S::None, fields: &[
+        F(1, "targetPortal", K::Str, false, false),
+        F(2, "iqn", K::Str, false, false),
+        F(3, "lun", K::I32, false, false),
+        F(4, "iscsiInterface", K::Str, false, false),
+        F(5, "fsType", K::Str, false, false),
+        F(6, "readOnly", K::Bool, false, false),
+        F(7, "portals", K::Str, true, false),
+        F(8, "chapAuthDiscovery", K::Bool, false, false),
+        F(10, "secretRef", K::Msg(187), false, false),
+        F(11, "chapAuthSession", K::Bool, false, false),
+        F(12, "initiatorName", K::Str, false, false),
+    ] },
+    /* 189 */ M { name: "k8s.io.api.core.v1.CinderPersistentVolumeSource", special: S::None, fields: &[
+        F(1, "volumeID", K::Str, false, false),
+        F(2, "fsType", K::Str, false, false),
+        F(3, "readOnly", K::Bool, false, false),
+        F(4, "secretRef", K::Msg(187), false, false),
+    ] },
+    /* 190 */ M { name: "k8s.io.api.core.v1.CephFsPersistentVolumeSource", special: S::None, fields: &[
+        F(1, "monitors", K::Str, true, false),
+        F(2, "path", K::Str, false, false),
+        F(3, "user", K::Str, false, false),
+        F(4, "secretFile", K::Str, false, false),
+        F(5, "secretRef", K::Msg(187), false, false),
+        F(6, "readOnly", K::Bool, false, false),
+    ] },
+    /* 191 */ M { name: "k8s.io.api.core.v1.FlexPersistentVolumeSource", special: S::None, fields: &[
+        F(1, "driver", K::Str, false, false),
+        F(2, "fsType", K::Str, false, false),
+        F(3, "secretRef", K::Msg(187), false, false),
+        F(4, "readOnly", K::Bool, false, false),
+        F(5, "options", K::MapStr, false, false),
+    ] },
+    /* 192 */ M { name: "k8s.io.api.core.v1.AzureFilePersistentVolumeSource", special: S::None, fields: &[
+        F(1, "secretName", K::Str, false, false),
+        F(2, "shareName", K::Str, false, false),
+        F(3, "readOnly", K::Bool, false, false),
+        F(4, "secretNamespace", K::Str, false, false),
+    ] },
+    /* 193 */ M { name: "k8s.io.api.core.v1.ScaleIoPersistentVolumeSource", special: S::None, fields: &[
+        F(1, "gateway", K::Str, false, false),
+        F(2, "system", K::Str, false, false),
+        F(3, "secretRef", K::Msg(187), false, false),
+        F(4, "sslEnabled", K::Bool, false, false),
+        F(5, "protectionDomain", K::Str, false, false),
+        F(6, "storagePool", K::Str, false, false),
+        F(7, "storageMode", K::Str, false, false),
+        F(8, "volumeName", K::Str, false, false),
+        F(9, "fsType", K::Str, false, false),
+        F(10, "readOnly", K::Bool, false, false),
+    ] },
+    /* 194 */ M { name: "k8s.io.api.core.v1.LocalVolumeSource", special: S::None, fields: &[
+        F(1, "path", K::Str, false, false),
+        F(2, "fsType", K::Str, false, false),
+    ] },
+    /* 195 */ M { name: "k8s.io.api.core.v1.StorageOsPersistentVolumeSource", special: S::None, fields: &[
+        F(1, "volumeName", K::Str, false, false),
+        F(2, "volumeNamespace", K::Str, false, false),
+        F(3, "fsType", K::Str, false, false),
+        F(4, "readOnly", K::Bool, false, false),
+        F(5, "secretRef", K::Msg(151), false, false),
+    ] },
+    /* 196 */ M { name: "k8s.io.api.core.v1.CSIPersistentVolumeSource", special: S::None, fields: &[
+        F(1, "driver", K::Str, false, false),
+        F(2, "volumeHandle", K::Str, false, false),
+        F(3, "readOnly", K::Bool, false, false),
+        F(4, "fsType", K::Str, false, false),
+        F(5, "volumeAttributes", K::MapStr, false, false),
+        F(6, "controllerPublishSecretRef", K::Msg(187), false, false),
+        F(7, "nodeStageSecretRef", K::Msg(187), false, false),
+        F(8, "nodePublishSecretRef", K::Msg(187), false, false),
+        F(9, "controllerExpandSecretRef", K::Msg(187), false, false),
+        F(10, "nodeExpandSecretRef", K::Msg(187), false, false),
+    ] },
+    /* 197 */ M { name: "k8s.io.api.core.v1.VolumeNodeAffinity", special: S::None, fields: &[
+        F(1, "required", K::Msg(103), false, false),
+    ] },
+    /* 198 */ M { name: "k8s.io.api.core.v1.PersistentVolumeStatus", special: S::None, fields: &[
+        F(1, "phase", K::Str, false, false),
+        F(2, "message", K::Str, false, false),
+        F(3, "reason", K::Str, false, false),
+        F(4, "lastPhaseTransitionTime", K::Msg(2), false, false),
+    ] },
+    /* 199 */ M { name: "k8s.io.api.storage.v1.StorageClass", special: S::None, fields: &[
+        F(1, "metadata", K::Msg(1), false, false),
+        F(2, "provisioner", K::Str, false, false),
+        F(3, "parameters", K::MapStr, false, false),
+        F(4, "reclaimPolicy", K::Str, false, false),
+        F(5, "mountOptions", K::Str, true, false),
+        F(6, "allowVolumeExpansion", K::Bool, false, false),
+        F(7, "volumeBindingMode", K::Str, false, false),
+        F(8, "allowedTopologies", K::Msg(200), true, false),
+    ] },
+    /* 200 */ M { name: "k8s.io.api.core.v1.TopologySelectorTerm", special: S::None, fields: &[
+        F(1, "matchLabelExpressions", K::Msg(201), true, false),
+    ] },
+    /* 201 */ M { name: "k8s.io.api.core.v1.TopologySelectorLabelRequirement", special: S::None, fields: &[
+        F(1, "key", K::Str, false, false),
+        F(2, "values", K::Str, true, false),
+    ] },
+    /* 202 */ M { name: "k8s.io.api.core.v1.Binding", special: S::None, fields: &[
         F(1, "metadata", K::Msg(1), false, false),
         F(2, "target", K::Msg(151), false, false),
     ] },
-    /* 183 */ M { name: "k8s.io.api.apps.v1.Deployment", special: S::None, fields: &[
+    /* 203 */ M { name: "k8s.io.api.apps.v1.Deployment", special: S::None, fields: &[
         F(1, "metadata", K::Msg(1), false, false),
-        F(2, "spec", K::Msg(184), false, false),
-        F(3, "status", K::Msg(188), false, false),
+        F(2, "spec", K::Msg(204), false, false),
+        F(3, "status", K::Msg(208), false, false),
     ] },
-    /* 184 */ M { name: "k8s.io.api.apps.v1.DeploymentSpec", special: S::None, fields: &[
+    /* 204 */ M { name: "k8s.io.api.apps.v1.DeploymentSpec", special: S::None, fields: &[
         F(1, "replicas", K::I32, false, false),
         F(2, "selector", K::Msg(49), false, false),
-        F(3, "template", K::Msg(185), false, false),
-        F(4, "strategy", K::Msg(186), false, false),
+        F(3, "template", K::Msg(205), false, false),
+        F(4, "strategy", K::Msg(206), false, false),
         F(5, "minReadySeconds", K::I32, false, true),
         F(6, "revisionHistoryLimit", K::I32, false, false),
         F(7, "paused", K::Bool, false, true),
         F(9, "progressDeadlineSeconds", K::I32, false, false),
     ] },
-    /* 185 */ M { name: "k8s.io.api.core.v1.PodTemplateSpec", special: S::None, fields: &[
+    /* 205 */ M { name: "k8s.io.api.core.v1.PodTemplateSpec", special: S::None, fields: &[
         F(1, "metadata", K::Msg(1), false, false),
         F(2, "spec", K::Msg(10), false, false),
     ] },
-    /* 186 */ M { name: "k8s.io.api.apps.v1.DeploymentStrategy", special: S::None, fields: &[
+    /* 206 */ M { name: "k8s.io.api.apps.v1.DeploymentStrategy", special: S::None, fields: &[
         F(1, "type", K::Str, false, false),
-        F(2, "rollingUpdate", K::Msg(187), false, false),
+        F(2, "rollingUpdate", K::Msg(207), false, false),
     ] },
-    /* 187 */ M { name: "k8s.io.api.apps.v1.RollingUpdateDeployment", special: S::None, fields: &[
+    /* 207 */ M { name: "k8s.io.api.apps.v1.RollingUpdateDeployment", special: S::None, fields: &[
         F(1, "maxUnavailable", K::Msg(84), false, false),
         F(2, "maxSurge", K::Msg(84), false, false),
     ] },
-    /* 188 */ M { name: "k8s.io.api.apps.v1.DeploymentStatus", special: S::None, fields: &[
+    /* 208 */ M { name: "k8s.io.api.apps.v1.DeploymentStatus", special: S::None, fields: &[
         F(1, "observedGeneration", K::I64, false, true),
         F(2, "replicas", K::I32, false, true),
         F(3, "updatedReplicas", K::I32, false, true),
         F(4, "availableReplicas", K::I32, false, true),
         F(5, "unavailableReplicas", K::I32, false, true),
-        F(6, "conditions", K::Msg(189), true, false),
+        F(6, "conditions", K::Msg(209), true, false),
         F(7, "readyReplicas", K::I32, false, true),
         F(8, "collisionCount", K::I32, false, false),
         F(9, "terminatingReplicas", K::I32, false, false),
     ] },
-    /* 189 */ M { name: "k8s.io.api.apps.v1.DeploymentCondition", special: S::None, fields: &[
+    /* 209 */ M { name: "k8s.io.api.apps.v1.DeploymentCondition", special: S::None, fields: &[
         F(1, "type", K::Str, false, false),
         F(2, "status", K::Str, false, false),
         F(4, "reason", K::Str, false, false),
@@ -1210,54 +1372,54 @@ pub(super) static MSGS: &[M] = &[
         F(6, "lastUpdateTime", K::Msg(2), false, false),
         F(7, "lastTransitionTime", K::Msg(2), false, false),
     ] },
-    /* 190 */ M { name: "k8s.io.api.apps.v1.ReplicaSet", special: S::None, fields: &[
+    /* 210 */ M { name: "k8s.io.api.apps.v1.ReplicaSet", special: S::None, fields: &[
         F(1, "metadata", K::Msg(1), false, false),
-        F(2, "spec", K::Msg(191), false, false),
-        F(3, "status", K::Msg(192), false, false),
+        F(2, "spec", K::Msg(211), false, false),
+        F(3, "status", K::Msg(212), false, false),
     ] },
-    /* 191 */ M { name: "k8s.io.api.apps.v1.ReplicaSetSpec", special: S::None, fields: &[
+    /* 211 */ M { name: "k8s.io.api.apps.v1.ReplicaSetSpec", special: S::None, fields: &[
         F(1, "replicas", K::I32, false, false),
         F(2, "selector", K::Msg(49), false, false),
-        F(3, "template", K::Msg(185), false, false),
+        F(3, "template", K::Msg(205), false, false),
         F(4, "minReadySeconds", K::I32, false, true),
     ] },
-    /* 192 */ M { name: "k8s.io.api.apps.v1.ReplicaSetStatus", special: S::None, fields: &[
+    /* 212 */ M { name: "k8s.io.api.apps.v1.ReplicaSetStatus", special: S::None, fields: &[
         F(1, "replicas", K::I32, false, true),
         F(2, "fullyLabeledReplicas", K::I32, false, true),
         F(3, "observedGeneration", K::I64, false, true),
         F(4, "readyReplicas", K::I32, false, true),
         F(5, "availableReplicas", K::I32, false, true),
-        F(6, "conditions", K::Msg(193), true, false),
+        F(6, "conditions", K::Msg(213), true, false),
         F(7, "terminatingReplicas", K::I32, false, false),
     ] },
-    /* 193 */ M { name: "k8s.io.api.apps.v1.ReplicaSetCondition", special: S::None, fields: &[
+    /* 213 */ M { name: "k8s.io.api.apps.v1.ReplicaSetCondition", special: S::None, fields: &[
         F(1, "type", K::Str, false, false),
         F(2, "status", K::Str, false, false),
         F(3, "lastTransitionTime", K::Msg(2), false, false),
         F(4, "reason", K::Str, false, false),
         F(5, "message", K::Str, false, false),
     ] },
-    /* 194 */ M { name: "k8s.io.api.apps.v1.DaemonSet", special: S::None, fields: &[
+    /* 214 */ M { name: "k8s.io.api.apps.v1.DaemonSet", special: S::None, fields: &[
         F(1, "metadata", K::Msg(1), false, false),
-        F(2, "spec", K::Msg(195), false, false),
-        F(3, "status", K::Msg(198), false, false),
+        F(2, "spec", K::Msg(215), false, false),
+        F(3, "status", K::Msg(218), false, false),
     ] },
-    /* 195 */ M { name: "k8s.io.api.apps.v1.DaemonSetSpec", special: S::None, fields: &[
+    /* 215 */ M { name: "k8s.io.api.apps.v1.DaemonSetSpec", special: S::None, fields: &[
         F(1, "selector", K::Msg(49), false, false),
-        F(2, "template", K::Msg(185), false, false),
-        F(3, "updateStrategy", K::Msg(196), false, false),
+        F(2, "template", K::Msg(205), false, false),
+        F(3, "updateStrategy", K::Msg(216), false, false),
         F(4, "minReadySeconds", K::I32, false, true),
         F(6, "revisionHistoryLimit", K::I32, false, false),
     ] },
-    /* 196 */ M { name: "k8s.io.api.apps.v1.DaemonSetUpdateStrategy", special: S::None, fields: &[
+    /* 216 */ M { name: "k8s.io.api.apps.v1.DaemonSetUpdateStrategy", special: S::None, fields: &[
         F(1, "type", K::Str, false, false),
-        F(2, "rollingUpdate", K::Msg(197), false, false),
+        F(2, "rollingUpdate", K::Msg(217), false, false),
     ] },
-    /* 197 */ M { name: "k8s.io.api.apps.v1.RollingUpdateDaemonSet", special: S::None, fields: &[
+    /* 217 */ M { name: "k8s.io.api.apps.v1.RollingUpdateDaemonSet", special: S::None, fields: &[
         F(1, "maxUnavailable", K::Msg(84), false, false),
         F(2, "maxSurge", K::Msg(84), false, false),
     ] },
-    /* 198 */ M { name: "k8s.io.api.apps.v1.DaemonSetStatus", special: S::None, fields: &[
+    /* 218 */ M { name: "k8s.io.api.apps.v1.DaemonSetStatus", special: S::None, fields: &[
         F(1, "currentNumberScheduled", K::I32, false, true),
         F(2, "numberMisscheduled", K::I32, false, true),
         F(3, "desiredNumberScheduled", K::I32, false, true),
@@ -1267,49 +1429,49 @@ pub(super) static MSGS: &[M] = &[
         F(7, "numberAvailable", K::I32, false, true),
         F(8, "numberUnavailable", K::I32, false, true),
         F(9, "collisionCount", K::I32, false, false),
-        F(10, "conditions", K::Msg(199), true, false),
+        F(10, "conditions", K::Msg(219), true, false),
     ] },
-    /* 199 */ M { name: "k8s.io.api.apps.v1.DaemonSetCondition", special: S::None, fields: &[
+    /* 219 */ M { name: "k8s.io.api.apps.v1.DaemonSetCondition", special: S::None, fields: &[
         F(1, "type", K::Str, false, false),
         F(2, "status", K::Str, false, false),
         F(3, "lastTransitionTime", K::Msg(2), false, false),
         F(4, "reason", K::Str, false, false),
         F(5, "message", K::Str, false, false),
     ] },
-    /* 200 */ M { name: "k8s.io.api.apps.v1.StatefulSet", special: S::None, fields: &[
+    /* 220 */ M { name: "k8s.io.api.apps.v1.StatefulSet", special: S::None, fields: &[
         F(1, "metadata", K::Msg(1), false, false),
-        F(2, "spec", K::Msg(201), false, false),
-        F(3, "status", K::Msg(206), false, false),
+        F(2, "spec", K::Msg(221), false, false),
+        F(3, "status", K::Msg(226), false, false),
     ] },
-    /* 201 */ M { name: "k8s.io.api.apps.v1.StatefulSetSpec", special: S::None, fields: &[
+    /* 221 */ M { name: "k8s.io.api.apps.v1.StatefulSetSpec", special: S::None, fields: &[
         F(1, "replicas", K::I32, false, false),
         F(2, "selector", K::Msg(49), false, false),
-        F(3, "template", K::Msg(185), false, false),
+        F(3, "template", K::Msg(205), false, false),
         F(4, "volumeClaimTemplates", K::Msg(178), true, false),
         F(5, "serviceName", K::Str, false, false),
         F(6, "podManagementPolicy", K::Str, false, false),
-        F(7, "updateStrategy", K::Msg(202), false, false),
+        F(7, "updateStrategy", K::Msg(222), false, false),
         F(8, "revisionHistoryLimit", K::I32, false, false),
         F(9, "minReadySeconds", K::I32, false, true),
-        F(10, "persistentVolumeClaimRetentionPolicy", K::Msg(204), false, false),
-        F(11, "ordinals", K::Msg(205), false, false),
+        F(10, "persistentVolumeClaimRetentionPolicy", K::Msg(224), false, false),
+        F(11, "ordinals", K::Msg(225), false, false),
     ] },
-    /* 202 */ M { name: "k8s.io.api.apps.v1.StatefulSetUpdateStrategy", special: S::None, fields: &[
+    /* 222 */ M { name: "k8s.io.api.apps.v1.StatefulSetUpdateStrategy", special: S::None, fields: &[
         F(1, "type", K::Str, false, false),
-        F(2, "rollingUpdate", K::Msg(203), false, false),
+        F(2, "rollingUpdate", K::Msg(223), false, false),
     ] },
-    /* 203 */ M { name: "k8s.io.api.apps.v1.RollingUpdateStatefulSetStrategy", special: S::None, fields: &[
+    /* 223 */ M { name: "k8s.io.api.apps.v1.RollingUpdateStatefulSetStrategy", special: S::None, fields: &[
         F(1, "partition", K::I32, false, false),
         F(2, "maxUnavailable", K::Msg(84), false, false),
     ] },
-    /* 204 */ M { name: "k8s.io.api.apps.v1.StatefulSetPersistentVolumeClaimRetentionPolicy", special: S::None, fields: &[
+    /* 224 */ M { name: "k8s.io.api.apps.v1.StatefulSetPersistentVolumeClaimRetentionPolicy", special: S::None, fields: &[
         F(1, "whenDeleted", K::Str, false, false),
         F(2, "whenScaled", K::Str, false, false),
     ] },
-    /* 205 */ M { name: "k8s.io.api.apps.v1.StatefulSetOrdinals", special: S::None, fields: &[
+    /* 225 */ M { name: "k8s.io.api.apps.v1.StatefulSetOrdinals", special: S::None, fields: &[
         F(1, "start", K::I32, false, false),
     ] },
-    /* 206 */ M { name: "k8s.io.api.apps.v1.StatefulSetStatus", special: S::None, fields: &[
+    /* 226 */ M { name: "k8s.io.api.apps.v1.StatefulSetStatus", special: S::None, fields: &[
         F(1, "observedGeneration", K::I64, false, true),
         F(2, "replicas", K::I32, false, true),
         F(3, "readyReplicas", K::I32, false, true),
@@ -1318,77 +1480,77 @@ pub(super) static MSGS: &[M] = &[
         F(6, "currentRevision", K::Str, false, false),
         F(7, "updateRevision", K::Str, false, false),
         F(9, "collisionCount", K::I32, false, false),
-        F(10, "conditions", K::Msg(207), true, false),
+        F(10, "conditions", K::Msg(227), true, false),
         F(11, "availableReplicas", K::I32, false, true),
     ] },
-    /* 207 */ M { name: "k8s.io.api.apps.v1.StatefulSetCondition", special: S::None, fields: &[
+    /* 227 */ M { name: "k8s.io.api.apps.v1.StatefulSetCondition", special: S::None, fields: &[
         F(1, "type", K::Str, false, false),
         F(2, "status", K::Str, false, false),
         F(3, "lastTransitionTime", K::Msg(2), false, false),
         F(4, "reason", K::Str, false, false),
         F(5, "message", K::Str, false, false),
     ] },
-    /* 208 */ M { name: "k8s.io.api.batch.v1.Job", special: S::None, fields: &[
+    /* 228 */ M { name: "k8s.io.api.batch.v1.Job", special: S::None, fields: &[
         F(1, "metadata", K::Msg(1), false, false),
-        F(2, "spec", K::Msg(209), false, false),
-        F(3, "status", K::Msg(216), false, false),
+        F(2, "spec", K::Msg(229), false, false),
+        F(3, "status", K::Msg(236), false, false),
     ] },
-    /* 209 */ M { name: "k8s.io.api.batch.v1.JobSpec", special: S::None, fields: &[
+    /* 229 */ M { name: "k8s.io.api.batch.v1.JobSpec", special: S::None, fields: &[
         F(1, "parallelism", K::I32, false, false),
         F(2, "completions", K::I32, false, false),
         F(3, "activeDeadlineSeconds", K::I64, false, false),
         F(4, "selector", K::Msg(49), false, false),
         F(5, "manualSelector", K::Bool, false, false),
-        F(6, "template", K::Msg(185), false, false),
+        F(6, "template", K::Msg(205), false, false),
         F(7, "backoffLimit", K::I32, false, false),
         F(8, "ttlSecondsAfterFinished", K::I32, false, false),
         F(9, "completionMode", K::Str, false, false),
         F(10, "suspend", K::Bool, false, false),
-        F(11, "podFailurePolicy", K::Msg(210), false, false),
+        F(11, "podFailurePolicy", K::Msg(230), false, false),
         F(12, "backoffLimitPerIndex", K::I32, false, false),
         F(13, "maxFailedIndexes", K::I32, false, false),
         F(14, "podReplacementPolicy", K::Str, false, false),
         F(15, "managedBy", K::Str, false, false),
-        F(16, "successPolicy", K::Msg(214), false, false),
+        F(16, "successPolicy", K::Msg(234), false, false),
     ] },
-    /* 210 */ M { name: "k8s.io.api.batch.v1.PodFailurePolicy", special: S::None, fields: &[
-        F(1, "rules", K::Msg(211), true, false),
+    /* 230 */ M { name: "k8s.io.api.batch.v1.PodFailurePolicy", special: S::None, fields: &[
+        F(1, "rules", K::Msg(231), true, false),
     ] },
-    /* 211 */ M { name: "k8s.io.api.batch.v1.PodFailurePolicyRule", special: S::None, fields: &[
+    /* 231 */ M { name: "k8s.io.api.batch.v1.PodFailurePolicyRule", special: S::None, fields: &[
         F(1, "action", K::Str, false, false),
-        F(2, "onExitCodes", K::Msg(212), false, false),
-        F(3, "onPodConditions", K::Msg(213), true, false),
+        F(2, "onExitCodes", K::Msg(232), false, false),
+        F(3, "onPodConditions", K::Msg(233), true, false),
     ] },
-    /* 212 */ M { name: "k8s.io.api.batch.v1.PodFailurePolicyOnExitCodesRequirement", special: S::None, fields: &[
+    /* 232 */ M { name: "k8s.io.api.batch.v1.PodFailurePolicyOnExitCodesRequirement", special: S::None, fields: &[
         F(1, "containerName", K::Str, false, false),
         F(2, "operator", K::Str, false, false),
         F(3, "values", K::I32, true, false),
     ] },
-    /* 213 */ M { name: "k8s.io.api.batch.v1.PodFailurePolicyOnPodConditionsPattern", special: S::None, fields: &[
+    /* 233 */ M { name: "k8s.io.api.batch.v1.PodFailurePolicyOnPodConditionsPattern", special: S::None, fields: &[
         F(1, "type", K::Str, false, false),
         F(2, "status", K::Str, false, false),
     ] },
-    /* 214 */ M { name: "k8s.io.api.batch.v1.SuccessPolicy", special: S::None, fields: &[
-        F(1, "rules", K::Msg(215), true, false),
+    /* 234 */ M { name: "k8s.io.api.batch.v1.SuccessPolicy", special: S::None, fields: &[
+        F(1, "rules", K::Msg(235), true, false),
     ] },
-    /* 215 */ M { name: "k8s.io.api.batch.v1.SuccessPolicyRule", special: S::None, fields: &[
+    /* 235 */ M { name: "k8s.io.api.batch.v1.SuccessPolicyRule", special: S::None, fields: &[
         F(1, "succeededIndexes", K::Str, false, false),
         F(2, "succeededCount", K::I32, false, false),
     ] },
-    /* 216 */ M { name: "k8s.io.api.batch.v1.JobStatus", special: S::None, fields: &[
-        F(1, "conditions", K::Msg(217), true, false),
+    /* 236 */ M { name: "k8s.io.api.batch.v1.JobStatus", special: S::None, fields: &[
+        F(1, "conditions", K::Msg(237), true, false),
         F(2, "startTime", K::Msg(2), false, false),
         F(3, "completionTime", K::Msg(2), false, false),
         F(4, "active", K::I32, false, true),
         F(5, "succeeded", K::I32, false, true),
         F(6, "failed", K::I32, false, true),
         F(7, "completedIndexes", K::Str, false, false),
-        F(8, "uncountedTerminatedPods", K::Msg(218), false, false),
+        F(8, "uncountedTerminatedPods", K::Msg(238), false, false),
         F(9, "ready", K::I32, false, false),
         F(10, "failedIndexes", K::Str, false, false),
         F(11, "terminating", K::I32, false, false),
     ] },
-    /* 217 */ M { name: "k8s.io.api.batch.v1.JobCondition", special: S::None, fields: &[
+    /* 237 */ M { name: "k8s.io.api.batch.v1.JobCondition", special: S::None, fields: &[
         F(1, "type", K::Str, false, false),
         F(2, "status", K::Str, false, false),
         F(3, "lastProbeTime", K::Msg(2), false, false),
@@ -1396,189 +1558,189 @@ pub(super) static MSGS: &[M] = &[
         F(5, "reason", K::Str, false, false),
         F(6, "message", K::Str, false, false),
     ] },
-    /* 218 */ M { name: "k8s.io.api.batch.v1.UncountedTerminatedPods", special: S::None, fields: &[
+    /* 238 */ M { name: "k8s.io.api.batch.v1.UncountedTerminatedPods", special: S::None, fields: &[
         F(1, "succeeded", K::Str, true, false),
         F(2, "failed", K::Str, true, false),
     ] },
-    /* 219 */ M { name: "k8s.io.api.batch.v1.CronJob", special: S::None, fields: &[
+    /* 239 */ M { name: "k8s.io.api.batch.v1.CronJob", special: S::None, fields: &[
         F(1, "metadata", K::Msg(1), false, false),
-        F(2, "spec", K::Msg(220), false, false),
-        F(3, "status", K::Msg(222), false, false),
+        F(2, "spec", K::Msg(240), false, false),
+        F(3, "status", K::Msg(242), false, false),
     ] },
-    /* 220 */ M { name: "k8s.io.api.batch.v1.CronJobSpec", special: S::None, fields: &[
+    /* 240 */ M { name: "k8s.io.api.batch.v1.CronJobSpec", special: S::None, fields: &[
         F(1, "schedule", K::Str, false, false),
         F(2, "startingDeadlineSeconds", K::I64, false, false),
         F(3, "concurrencyPolicy", K::Str, false, false),
         F(4, "suspend", K::Bool, false, false),
-        F(5, "jobTemplate", K::Msg(221), false, false),
+        F(5, "jobTemplate", K::Msg(241), false, false),
         F(6, "successfulJobsHistoryLimit", K::I32, false, false),
         F(7, "failedJobsHistoryLimit", K::I32, false, false),
         F(8, "timeZone", K::Str, false, false),
     ] },
-    /* 221 */ M { name: "k8s.io.api.batch.v1.JobTemplateSpec", special: S::None, fields: &[
+    /* 241 */ M { name: "k8s.io.api.batch.v1.JobTemplateSpec", special: S::None, fields: &[
         F(1, "metadata", K::Msg(1), false, false),
-        F(2, "spec", K::Msg(209), false, false),
+        F(2, "spec", K::Msg(229), false, false),
     ] },
-    /* 222 */ M { name: "k8s.io.api.batch.v1.CronJobStatus", special: S::None, fields: &[
+    /* 242 */ M { name: "k8s.io.api.batch.v1.CronJobStatus", special: S::None, fields: &[
         F(1, "active", K::Msg(151), true, false),
         F(4, "lastScheduleTime", K::Msg(2), false, false),
         F(5, "lastSuccessfulTime", K::Msg(2), false, false),
     ] },
-    /* 223 */ M { name: "k8s.io.api.networking.v1.Ingress", special: S::None, fields: &[
+    /* 243 */ M { name: "k8s.io.api.networking.v1.Ingress", special: S::None, fields: &[
         F(1, "metadata", K::Msg(1), false, false),
-        F(2, "spec", K::Msg(224), false, false),
-        F(3, "status", K::Msg(233), false, false),
+        F(2, "spec", K::Msg(244), false, false),
+        F(3, "status", K::Msg(253), false, false),
     ] },
-    /* 224 */ M { name: "k8s.io.api.networking.v1.IngressSpec", special: S::None, fields: &[
-        F(1, "defaultBackend", K::Msg(225), false, false),
-        F(2, "tls", K::Msg(228), true, false),
-        F(3, "rules", K::Msg(229), true, false),
+    /* 244 */ M { name: "k8s.io.api.networking.v1.IngressSpec", special: S::None, fields: &[
+        F(1, "defaultBackend", K::Msg(245), false, false),
+        F(2, "tls", K::Msg(248), true, false),
+        F(3, "rules", K::Msg(249), true, false),
         F(4, "ingressClassName", K::Str, false, false),
     ] },
-    /* 225 */ M { name: "k8s.io.api.networking.v1.IngressBackend", special: S::None, fields: &[
+    /* 245 */ M { name: "k8s.io.api.networking.v1.IngressBackend", special: S::None, fields: &[
         F(3, "resource", K::Msg(60), false, false),
-        F(4, "service", K::Msg(226), false, false),
+        F(4, "service", K::Msg(246), false, false),
     ] },
-    /* 226 */ M { name: "k8s.io.api.networking.v1.IngressServiceBackend", special: S::None, fields: &[
+    /* 246 */ M { name: "k8s.io.api.networking.v1.IngressServiceBackend", special: S::None, fields: &[
         F(1, "name", K::Str, false, false),
-        F(2, "port", K::Msg(227), false, false),
+        F(2, "port", K::Msg(247), false, false),
     ] },
-    /* 227 */ M { name: "k8s.io.api.networking.v1.ServiceBackendPort", special: S::None, fields: &[
+    /* 247 */ M { name: "k8s.io.api.networking.v1.ServiceBackendPort", special: S::None, fields: &[
         F(1, "name", K::Str, false, false),
         F(2, "number", K::I32, false, true),
     ] },
-    /* 228 */ M { name: "k8s.io.api.networking.v1.IngressTls", special: S::None, fields: &[
+    /* 248 */ M { name: "k8s.io.api.networking.v1.IngressTls", special: S::None, fields: &[
         F(1, "hosts", K::Str, true, false),
         F(2, "secretName", K::Str, false, false),
     ] },
-    /* 229 */ M { name: "k8s.io.api.networking.v1.IngressRule", special: S::None, fields: &[
+    /* 249 */ M { name: "k8s.io.api.networking.v1.IngressRule", special: S::None, fields: &[
         F(1, "host", K::Str, false, false),
-        F(2, "", K::Inline(230), false, false),
+        F(2, "", K::Inline(250), false, false),
     ] },
-    /* 230 */ M { name: "k8s.io.api.networking.v1.IngressRuleValue", special: S::None, fields: &[
-        F(1, "http", K::Msg(231), false, false),
+    /* 250 */ M { name: "k8s.io.api.networking.v1.IngressRuleValue", special: S::None, fields: &[
+        F(1, "http", K::Msg(251), false, false),
     ] },
-    /* 231 */ M { name: "k8s.io.api.networking.v1.HttpIngressRuleValue", special: S::None, fields: &[
-        F(1, "paths", K::Msg(232), true, false),
+    /* 251 */ M { name: "k8s.io.api.networking.v1.HttpIngressRuleValue", special: S::None, fields: &[
+        F(1, "paths", K::Msg(252), true, false),
     ] },
-    /* 232 */ M { name: "k8s.io.api.networking.v1.HttpIngressPath", special: S::None, fields: &[
+    /* 252 */ M { name: "k8s.io.api.networking.v1.HttpIngressPath", special: S::None, fields: &[
         F(1, "path", K::Str, false, false),
-        F(2, "backend", K::Msg(225), false, false),
+        F(2, "backend", K::Msg(245), false, false),
         F(3, "pathType", K::Str, false, false),
     ] },
-    /* 233 */ M { name: "k8s.io.api.networking.v1.IngressStatus", special: S::None, fields: &[
-        F(1, "loadBalancer", K::Msg(234), false, false),
+    /* 253 */ M { name: "k8s.io.api.networking.v1.IngressStatus", special: S::None, fields: &[
+        F(1, "loadBalancer", K::Msg(254), false, false),
     ] },
-    /* 234 */ M { name: "k8s.io.api.networking.v1.IngressLoadBalancerStatus", special: S::None, fields: &[
-        F(1, "ingress", K::Msg(235), true, false),
+    /* 254 */ M { name: "k8s.io.api.networking.v1.IngressLoadBalancerStatus", special: S::None, fields: &[
+        F(1, "ingress", K::Msg(255), true, false),
     ] },
-    /* 235 */ M { name: "k8s.io.api.networking.v1.IngressLoadBalancerIngress", special: S::None, fields: &[
+    /* 255 */ M { name: "k8s.io.api.networking.v1.IngressLoadBalancerIngress", special: S::None, fields: &[
         F(1, "ip", K::Str, false, false),
         F(2, "hostname", K::Str, false, false),
-        F(4, "ports", K::Msg(236), true, false),
+        F(4, "ports", K::Msg(256), true, false),
     ] },
-    /* 236 */ M { name: "k8s.io.api.networking.v1.IngressPortStatus", special: S::None, fields: &[
+    /* 256 */ M { name: "k8s.io.api.networking.v1.IngressPortStatus", special: S::None, fields: &[
         F(1, "port", K::I32, false, false),
         F(2, "protocol", K::Str, false, false),
         F(3, "error", K::Str, false, false),
     ] },
-    /* 237 */ M { name: "k8s.io.api.networking.v1.IngressClass", special: S::None, fields: &[
+    /* 257 */ M { name: "k8s.io.api.networking.v1.IngressClass", special: S::None, fields: &[
         F(1, "metadata", K::Msg(1), false, false),
-        F(2, "spec", K::Msg(238), false, false),
+        F(2, "spec", K::Msg(258), false, false),
     ] },
-    /* 238 */ M { name: "k8s.io.api.networking.v1.IngressClassSpec", special: S::None, fields: &[
+    /* 258 */ M { name: "k8s.io.api.networking.v1.IngressClassSpec", special: S::None, fields: &[
         F(1, "controller", K::Str, false, false),
-        F(2, "parameters", K::Msg(239), false, false),
+        F(2, "parameters", K::Msg(259), false, false),
     ] },
-    /* 239 */ M { name: "k8s.io.api.networking.v1.IngressClassParametersReference", special: S::None, fields: &[
+    /* 259 */ M { name: "k8s.io.api.networking.v1.IngressClassParametersReference", special: S::None, fields: &[
         F(1, "apiGroup", K::Str, false, false),
         F(2, "kind", K::Str, false, false),
         F(3, "name", K::Str, false, false),
         F(4, "scope", K::Str, false, false),
         F(5, "namespace", K::Str, false, false),
     ] },
-    /* 240 */ M { name: "k8s.io.api.discovery.v1.EndpointSlice", special: S::None, fields: &[
+    /* 260 */ M { name: "k8s.io.api.discovery.v1.EndpointSlice", special: S::None, fields: &[
         F(1, "metadata", K::Msg(1), false, false),
-        F(2, "endpoints", K::Msg(241), true, false),
-        F(3, "ports", K::Msg(246), true, false),
+        F(2, "endpoints", K::Msg(261), true, false),
+        F(3, "ports", K::Msg(266), true, false),
         F(4, "addressType", K::Str, false, false),
     ] },
-    /* 241 */ M { name: "k8s.io.api.discovery.v1.Endpoint", special: S::None, fields: &[
+    /* 261 */ M { name: "k8s.io.api.discovery.v1.Endpoint", special: S::None, fields: &[
         F(1, "addresses", K::Str, true, false),
-        F(2, "conditions", K::Msg(242), false, false),
+        F(2, "conditions", K::Msg(262), false, false),
         F(3, "hostname", K::Str, false, false),
         F(4, "targetRef", K::Msg(151), false, false),
         F(5, "deprecatedTopology", K::MapStr, false, false),
         F(6, "nodeName", K::Str, false, false),
         F(7, "zone", K::Str, false, false),
-        F(8, "hints", K::Msg(243), false, false),
+        F(8, "hints", K::Msg(263), false, false),
     ] },
-    /* 242 */ M { name: "k8s.io.api.discovery.v1.EndpointConditions", special: S::None, fields: &[
+    /* 262 */ M { name: "k8s.io.api.discovery.v1.EndpointConditions", special: S::None, fields: &[
         F(1, "ready", K::Bool, false, false),
         F(2, "serving", K::Bool, false, false),
         F(3, "terminating", K::Bool, false, false),
     ] },
-    /* 243 */ M { name: "k8s.io.api.discovery.v1.EndpointHints", special: S::None, fields: &[
-        F(1, "forZones", K::Msg(244), true, false),
-        F(2, "forNodes", K::Msg(245), true, false),
+    /* 263 */ M { name: "k8s.io.api.discovery.v1.EndpointHints", special: S::None, fields: &[
+        F(1, "forZones", K::Msg(264), true, false),
+        F(2, "forNodes", K::Msg(265), true, false),
     ] },
-    /* 244 */ M { name: "k8s.io.api.discovery.v1.ForZone", special: S::None, fields: &[
+    /* 264 */ M { name: "k8s.io.api.discovery.v1.ForZone", special: S::None, fields: &[
         F(1, "name", K::Str, false, false),
     ] },
-    /* 245 */ M { name: "k8s.io.api.discovery.v1.ForNode", special: S::None, fields: &[
+    /* 265 */ M { name: "k8s.io.api.discovery.v1.ForNode", special: S::None, fields: &[
         F(1, "name", K::Str, false, false),
     ] },
-    /* 246 */ M { name: "k8s.io.api.discovery.v1.EndpointPort", special: S::None, fields: &[
+    /* 266 */ M { name: "k8s.io.api.discovery.v1.EndpointPort", special: S::None, fields: &[
         F(1, "name", K::Str, false, false),
         F(2, "protocol", K::Str, false, false),
         F(3, "port", K::I32, false, false),
         F(4, "appProtocol", K::Str, false, false),
     ] },
-    /* 247 */ M { name: "k8s.io.api.rbac.v1.Role", special: S::None, fields: &[
+    /* 267 */ M { name: "k8s.io.api.rbac.v1.Role", special: S::None, fields: &[
         F(1, "metadata", K::Msg(1), false, false),
-        F(2, "rules", K::Msg(248), true, false),
+        F(2, "rules", K::Msg(268), true, false),
     ] },
-    /* 248 */ M { name: "k8s.io.api.rbac.v1.PolicyRule", special: S::None, fields: &[
+    /* 268 */ M { name: "k8s.io.api.rbac.v1.PolicyRule", special: S::None, fields: &[
         F(1, "verbs", K::Str, true, false),
         F(2, "apiGroups", K::Str, true, false),
         F(3, "resources", K::Str, true, false),
         F(4, "resourceNames", K::Str, true, false),
         F(5, "nonResourceURLs", K::Str, true, false),
     ] },
-    /* 249 */ M { name: "k8s.io.api.rbac.v1.RoleBinding", special: S::None, fields: &[
+    /* 269 */ M { name: "k8s.io.api.rbac.v1.RoleBinding", special: S::None, fields: &[
         F(1, "metadata", K::Msg(1), false, false),
-        F(2, "subjects", K::Msg(250), true, false),
-        F(3, "roleRef", K::Msg(251), false, false),
+        F(2, "subjects", K::Msg(270), true, false),
+        F(3, "roleRef", K::Msg(271), false, false),
     ] },
-    /* 250 */ M { name: "k8s.io.api.rbac.v1.Subject", special: S::None, fields: &[
+    /* 270 */ M { name: "k8s.io.api.rbac.v1.Subject", special: S::None, fields: &[
         F(1, "kind", K::Str, false, false),
         F(2, "apiGroup", K::Str, false, false),
         F(3, "name", K::Str, false, false),
         F(4, "namespace", K::Str, false, false),
     ] },
-    /* 251 */ M { name: "k8s.io.api.rbac.v1.RoleRef", special: S::None, fields: &[
+    /* 271 */ M { name: "k8s.io.api.rbac.v1.RoleRef", special: S::None, fields: &[
         F(1, "apiGroup", K::Str, false, false),
         F(2, "kind", K::Str, false, false),
         F(3, "name", K::Str, false, false),
     ] },
-    /* 252 */ M { name: "k8s.io.api.rbac.v1.ClusterRole", special: S::None, fields: &[
+    /* 272 */ M { name: "k8s.io.api.rbac.v1.ClusterRole", special: S::None, fields: &[
         F(1, "metadata", K::Msg(1), false, false),
-        F(2, "rules", K::Msg(248), true, false),
-        F(3, "aggregationRule", K::Msg(253), false, false),
+        F(2, "rules", K::Msg(268), true, false),
+        F(3, "aggregationRule", K::Msg(273), false, false),
     ] },
-    /* 253 */ M { name: "k8s.io.api.rbac.v1.AggregationRule", special: S::None, fields: &[
+    /* 273 */ M { name: "k8s.io.api.rbac.v1.AggregationRule", special: S::None, fields: &[
         F(1, "clusterRoleSelectors", K::Msg(49), true, false),
     ] },
-    /* 254 */ M { name: "k8s.io.api.rbac.v1.ClusterRoleBinding", special: S::None, fields: &[
+    /* 274 */ M { name: "k8s.io.api.rbac.v1.ClusterRoleBinding", special: S::None, fields: &[
         F(1, "metadata", K::Msg(1), false, false),
-        F(2, "subjects", K::Msg(250), true, false),
-        F(3, "roleRef", K::Msg(251), false, false),
+        F(2, "subjects", K::Msg(270), true, false),
+        F(3, "roleRef", K::Msg(271), false, false),
     ] },
-    /* 255 */ M { name: "k8s.io.api.coordination.v1.Lease", special: S::None, fields: &[
+    /* 275 */ M { name: "k8s.io.api.coordination.v1.Lease", special: S::None, fields: &[
         F(1, "metadata", K::Msg(1), false, false),
-        F(2, "spec", K::Msg(256), false, false),
+        F(2, "spec", K::Msg(276), false, false),
     ] },
-    /* 256 */ M { name: "k8s.io.api.coordination.v1.LeaseSpec", special: S::None, fields: &[
+    /* 276 */ M { name: "k8s.io.api.coordination.v1.LeaseSpec", special: S::None, fields: &[
         F(1, "holderIdentity", K::Str, false, false),
         F(2, "leaseDurationSeconds", K::I32, false, false),
         F(3, "acquireTime", K::Msg(176), false, false),
@@ -1587,29 +1749,29 @@ pub(super) static MSGS: &[M] = &[
         F(6, "strategy", K::Str, false, false),
         F(7, "preferredHolder", K::Str, false, false),
     ] },
-    /* 257 */ M { name: "k8s.io.api.node.v1.RuntimeClass", special: S::None, fields: &[
+    /* 277 */ M { name: "k8s.io.api.node.v1.RuntimeClass", special: S::None, fields: &[
         F(1, "metadata", K::Msg(1), false, false),
         F(2, "handler", K::Str, false, false),
-        F(3, "overhead", K::Msg(258), false, false),
-        F(4, "scheduling", K::Msg(259), false, false),
+        F(3, "overhead", K::Msg(278), false, false),
+        F(4, "scheduling", K::Msg(279), false, false),
     ] },
-    /* 258 */ M { name: "k8s.io.api.node.v1.Overhead", special: S::None, fields: &[
+    /* 278 */ M { name: "k8s.io.api.node.v1.Overhead", special: S::None, fields: &[
         F(1, "podFixed", K::MapMsg(15), false, false),
     ] },
-    /* 259 */ M { name: "k8s.io.api.node.v1.Scheduling", special: S::None, fields: &[
+    /* 279 */ M { name: "k8s.io.api.node.v1.Scheduling", special: S::None, fields: &[
         F(1, "nodeSelector", K::MapStr, false, false),
         F(2, "tolerations", K::Msg(111), true, false),
     ] },
-    /* 260 */ M { name: "k8s.io.api.authorization.v1.SelfSubjectAccessReview", special: S::None, fields: &[
+    /* 280 */ M { name: "k8s.io.api.authorization.v1.SelfSubjectAccessReview", special: S::None, fields: &[
         F(1, "metadata", K::Msg(1), false, false),
-        F(2, "spec", K::Msg(261), false, false),
-        F(3, "status", K::Msg(267), false, false),
+        F(2, "spec", K::Msg(281), false, false),
+        F(3, "status", K::Msg(287), false, false),
     ] },
-    /* 261 */ M { name: "k8s.io.api.authorization.v1.SelfSubjectAccessReviewSpec", special: S::None, fields: &[
-        F(1, "resourceAttributes", K::Msg(262), false, false),
-        F(2, "nonResourceAttributes", K::Msg(266), false, false),
+    /* 281 */ M { name: "k8s.io.api.authorization.v1.SelfSubjectAccessReviewSpec", special: S::None, fields: &[
+        F(1, "resourceAttributes", K::Msg(282), false, false),
+        F(2, "nonResourceAttributes", K::Msg(286), false, false),
     ] },
-    /* 262 */ M { name: "k8s.io.api.authorization.v1.ResourceAttributes", special: S::None, fields: &[
+    /* 282 */ M { name: "k8s.io.api.authorization.v1.ResourceAttributes", special: S::None, fields: &[
         F(1, "namespace", K::Str, false, false),
         F(2, "verb", K::Str, false, false),
         F(3, "group", K::Str, false, false),
@@ -1617,100 +1779,100 @@ pub(super) static MSGS: &[M] = &[
         F(5, "resource", K::Str, false, false),
         F(6, "subresource", K::Str, false, false),
         F(7, "name", K::Str, false, false),
-        F(8, "fieldSelector", K::Msg(263), false, false),
-        F(9, "labelSelector", K::Msg(265), false, false),
+        F(8, "fieldSelector", K::Msg(283), false, false),
+        F(9, "labelSelector", K::Msg(285), false, false),
     ] },
-    /* 263 */ M { name: "k8s.io.api.authorization.v1.FieldSelectorAttributes", special: S::None, fields: &[
+    /* 283 */ M { name: "k8s.io.api.authorization.v1.FieldSelectorAttributes", special: S::None, fields: &[
         F(1, "rawSelector", K::Str, false, false),
-        F(2, "requirements", K::Msg(264), true, false),
+        F(2, "requirements", K::Msg(284), true, false),
     ] },
-    /* 264 */ M { name: "k8s.io.apimachinery.pkg.apis.meta.v1.FieldSelectorRequirement", special: S::None, fields: &[
+    /* 284 */ M { name: "k8s.io.apimachinery.pkg.apis.meta.v1.FieldSelectorRequirement", special: S::None, fields: &[
         F(1, "key", K::Str, false, false),
         F(2, "operator", K::Str, false, false),
         F(3, "values", K::Str, true, false),
     ] },
-    /* 265 */ M { name: "k8s.io.api.authorization.v1.LabelSelectorAttributes", special: S::None, fields: &[
+    /* 285 */ M { name: "k8s.io.api.authorization.v1.LabelSelectorAttributes", special: S::None, fields: &[
         F(1, "rawSelector", K::Str, false, false),
         F(2, "requirements", K::Msg(50), true, false),
     ] },
-    /* 266 */ M { name: "k8s.io.api.authorization.v1.NonResourceAttributes", special: S::None, fields: &[
+    /* 286 */ M { name: "k8s.io.api.authorization.v1.NonResourceAttributes", special: S::None, fields: &[
         F(1, "path", K::Str, false, false),
         F(2, "verb", K::Str, false, false),
     ] },
-    /* 267 */ M { name: "k8s.io.api.authorization.v1.SubjectAccessReviewStatus", special: S::None, fields: &[
+    /* 287 */ M { name: "k8s.io.api.authorization.v1.SubjectAccessReviewStatus", special: S::None, fields: &[
         F(1, "allowed", K::Bool, false, true),
         F(2, "reason", K::Str, false, false),
         F(3, "evaluationError", K::Str, false, false),
         F(4, "denied", K::Bool, false, true),
     ] },
-    /* 268 */ M { name: "k8s.io.api.authorization.v1.SelfSubjectRulesReview", special: S::None, fields: &[
+    /* 288 */ M { name: "k8s.io.api.authorization.v1.SelfSubjectRulesReview", special: S::None, fields: &[
         F(1, "metadata", K::Msg(1), false, false),
-        F(2, "spec", K::Msg(269), false, false),
-        F(3, "status", K::Msg(270), false, false),
+        F(2, "spec", K::Msg(289), false, false),
+        F(3, "status", K::Msg(290), false, false),
     ] },
-    /* 269 */ M { name: "k8s.io.api.authorization.v1.SelfSubjectRulesReviewSpec", special: S::None, fields: &[
+    /* 289 */ M { name: "k8s.io.api.authorization.v1.SelfSubjectRulesReviewSpec", special: S::None, fields: &[
         F(1, "namespace", K::Str, false, false),
     ] },
-    /* 270 */ M { name: "k8s.io.api.authorization.v1.SubjectRulesReviewStatus", special: S::None, fields: &[
-        F(1, "resourceRules", K::Msg(271), true, false),
-        F(2, "nonResourceRules", K::Msg(272), true, false),
+    /* 290 */ M { name: "k8s.io.api.authorization.v1.SubjectRulesReviewStatus", special: S::None, fields: &[
+        F(1, "resourceRules", K::Msg(291), true, false),
+        F(2, "nonResourceRules", K::Msg(292), true, false),
         F(3, "incomplete", K::Bool, false, false),
         F(4, "evaluationError", K::Str, false, false),
     ] },
-    /* 271 */ M { name: "k8s.io.api.authorization.v1.ResourceRule", special: S::None, fields: &[
+    /* 291 */ M { name: "k8s.io.api.authorization.v1.ResourceRule", special: S::None, fields: &[
         F(1, "verbs", K::Str, true, false),
         F(2, "apiGroups", K::Str, true, false),
         F(3, "resources", K::Str, true, false),
         F(4, "resourceNames", K::Str, true, false),
     ] },
-    /* 272 */ M { name: "k8s.io.api.authorization.v1.NonResourceRule", special: S::None, fields: &[
+    /* 292 */ M { name: "k8s.io.api.authorization.v1.NonResourceRule", special: S::None, fields: &[
         F(1, "verbs", K::Str, true, false),
         F(2, "nonResourceURLs", K::Str, true, false),
     ] },
-    /* 273 */ M { name: "k8s.io.api.authentication.v1.TokenRequest", special: S::None, fields: &[
+    /* 293 */ M { name: "k8s.io.api.authentication.v1.TokenRequest", special: S::None, fields: &[
         F(1, "metadata", K::Msg(1), false, false),
-        F(2, "spec", K::Msg(274), false, false),
-        F(3, "status", K::Msg(276), false, false),
+        F(2, "spec", K::Msg(294), false, false),
+        F(3, "status", K::Msg(296), false, false),
     ] },
-    /* 274 */ M { name: "k8s.io.api.authentication.v1.TokenRequestSpec", special: S::None, fields: &[
+    /* 294 */ M { name: "k8s.io.api.authentication.v1.TokenRequestSpec", special: S::None, fields: &[
         F(1, "audiences", K::Str, true, false),
-        F(3, "boundObjectRef", K::Msg(275), false, false),
+        F(3, "boundObjectRef", K::Msg(295), false, false),
         F(4, "expirationSeconds", K::I64, false, false),
     ] },
-    /* 275 */ M { name: "k8s.io.api.authentication.v1.BoundObjectReference", special: S::None, fields: &[
+    /* 295 */ M { name: "k8s.io.api.authentication.v1.BoundObjectReference", special: S::None, fields: &[
         F(1, "kind", K::Str, false, false),
         F(2, "apiVersion", K::Str, false, false),
         F(3, "name", K::Str, false, false),
         F(4, "uid", K::Str, false, false),
     ] },
-    /* 276 */ M { name: "k8s.io.api.authentication.v1.TokenRequestStatus", special: S::None, fields: &[
+    /* 296 */ M { name: "k8s.io.api.authentication.v1.TokenRequestStatus", special: S::None, fields: &[
         F(1, "token", K::Str, false, false),
         F(2, "expirationTimestamp", K::Msg(2), false, false),
     ] },
-    /* 277 */ M { name: "k8s.io.api.autoscaling.v1.Scale", special: S::None, fields: &[
+    /* 297 */ M { name: "k8s.io.api.autoscaling.v1.Scale", special: S::None, fields: &[
         F(1, "metadata", K::Msg(1), false, false),
-        F(2, "spec", K::Msg(278), false, false),
-        F(3, "status", K::Msg(279), false, false),
+        F(2, "spec", K::Msg(298), false, false),
+        F(3, "status", K::Msg(299), false, false),
     ] },
-    /* 278 */ M { name: "k8s.io.api.autoscaling.v1.ScaleSpec", special: S::None, fields: &[
+    /* 298 */ M { name: "k8s.io.api.autoscaling.v1.ScaleSpec", special: S::None, fields: &[
         F(1, "replicas", K::I32, false, false),
     ] },
-    /* 279 */ M { name: "k8s.io.api.autoscaling.v1.ScaleStatus", special: S::None, fields: &[
+    /* 299 */ M { name: "k8s.io.api.autoscaling.v1.ScaleStatus", special: S::None, fields: &[
         F(1, "replicas", K::I32, false, false),
         F(2, "selector", K::Str, false, false),
     ] },
-    /* 280 */ M { name: "k8s.io.api.policy.v1.PodDisruptionBudget", special: S::None, fields: &[
+    /* 300 */ M { name: "k8s.io.api.policy.v1.PodDisruptionBudget", special: S::None, fields: &[
         F(1, "metadata", K::Msg(1), false, false),
-        F(2, "spec", K::Msg(281), false, false),
-        F(3, "status", K::Msg(282), false, false),
+        F(2, "spec", K::Msg(301), false, false),
+        F(3, "status", K::Msg(302), false, false),
     ] },
-    /* 281 */ M { name: "k8s.io.api.policy.v1.PodDisruptionBudgetSpec", special: S::None, fields: &[
+    /* 301 */ M { name: "k8s.io.api.policy.v1.PodDisruptionBudgetSpec", special: S::None, fields: &[
         F(1, "minAvailable", K::Msg(84), false, false),
         F(2, "selector", K::Msg(49), false, false),
         F(3, "maxUnavailable", K::Msg(84), false, false),
         F(4, "unhealthyPodEvictionPolicy", K::Str, false, false),
     ] },
-    /* 282 */ M { name: "k8s.io.api.policy.v1.PodDisruptionBudgetStatus", special: S::None, fields: &[
+    /* 302 */ M { name: "k8s.io.api.policy.v1.PodDisruptionBudgetStatus", special: S::None, fields: &[
         F(1, "observedGeneration", K::I64, false, false),
         F(2, "disruptedPods", K::MapMsg(2), false, false),
         F(3, "disruptionsAllowed", K::I32, false, false),
@@ -1719,23 +1881,23 @@ pub(super) static MSGS: &[M] = &[
         F(6, "expectedPods", K::I32, false, false),
         F(7, "conditions", K::Msg(147), true, false),
     ] },
-    /* 283 */ M { name: "k8s.io.api.policy.v1.Eviction", special: S::None, fields: &[
+    /* 303 */ M { name: "k8s.io.api.policy.v1.Eviction", special: S::None, fields: &[
         F(1, "metadata", K::Msg(1), false, false),
-        F(2, "deleteOptions", K::Msg(284), false, false),
+        F(2, "deleteOptions", K::Msg(304), false, false),
     ] },
-    /* 284 */ M { name: "k8s.io.apimachinery.pkg.apis.meta.v1.DeleteOptions", special: S::None, fields: &[
+    /* 304 */ M { name: "k8s.io.apimachinery.pkg.apis.meta.v1.DeleteOptions", special: S::None, fields: &[
         F(1, "gracePeriodSeconds", K::I64, false, false),
-        F(2, "preconditions", K::Msg(285), false, false),
+        F(2, "preconditions", K::Msg(305), false, false),
         F(3, "orphanDependents", K::Bool, false, false),
         F(4, "propagationPolicy", K::Str, false, false),
         F(5, "dryRun", K::Str, true, false),
         F(6, "ignoreStoreReadErrorWithClusterBreakingPotential", K::Bool, false, false),
     ] },
-    /* 285 */ M { name: "k8s.io.apimachinery.pkg.apis.meta.v1.Preconditions", special: S::None, fields: &[
+    /* 305 */ M { name: "k8s.io.apimachinery.pkg.apis.meta.v1.Preconditions", special: S::None, fields: &[
         F(1, "uid", K::Str, false, false),
         F(2, "resourceVersion", K::Str, false, false),
     ] },
-    /* 286 */ M { name: "k8s.io.api.scheduling.v1.PriorityClass", special: S::None, fields: &[
+    /* 306 */ M { name: "k8s.io.api.scheduling.v1.PriorityClass", special: S::None, fields: &[
         F(1, "metadata", K::Msg(1), false, false),
         F(2, "value", K::I32, false, false),
         F(3, "globalDefault", K::Bool, false, false),
@@ -1757,30 +1919,32 @@ pub(super) fn root(api_version: &str, kind: &str) -> Option<usize> {
         ("v1", "Node") => 156,
         ("v1", "Event") => 174,
         ("v1", "PersistentVolumeClaim") => 178,
-        ("v1", "Binding") => 182,
-        ("apps/v1", "Deployment") => 183,
-        ("apps/v1", "ReplicaSet") => 190,
-        ("apps/v1", "DaemonSet") => 194,
-        ("apps/v1", "StatefulSet") => 200,
-        ("batch/v1", "Job") => 208,
-        ("batch/v1", "CronJob") => 219,
-        ("networking.k8s.io/v1", "Ingress") => 223,
-        ("networking.k8s.io/v1", "IngressClass") => 237,
-        ("discovery.k8s.io/v1", "EndpointSlice") => 240,
-        ("rbac.authorization.k8s.io/v1", "Role") => 247,
-        ("rbac.authorization.k8s.io/v1", "RoleBinding") => 249,
-        ("rbac.authorization.k8s.io/v1", "ClusterRole") => 252,
-        ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => 254,
-        ("coordination.k8s.io/v1", "Lease") => 255,
-        ("node.k8s.io/v1", "RuntimeClass") => 257,
-        ("authorization.k8s.io/v1", "SelfSubjectAccessReview") => 260,
-        ("authorization.k8s.io/v1", "SelfSubjectRulesReview") => 268,
-        ("authentication.k8s.io/v1", "TokenRequest") => 273,
-        ("autoscaling/v1", "Scale") => 277,
-        ("policy/v1", "PodDisruptionBudget") => 280,
-        ("policy/v1", "Eviction") => 283,
-        ("scheduling.k8s.io/v1", "PriorityClass") => 286,
-        (_, "DeleteOptions") => 284,
+        ("v1", "PersistentVolume") => 182,
+        ("storage.k8s.io/v1", "StorageClass") => 199,
+        ("v1", "Binding") => 202,
+        ("apps/v1", "Deployment") => 203,
+        ("apps/v1", "ReplicaSet") => 210,
+        ("apps/v1", "DaemonSet") => 214,
+        ("apps/v1", "StatefulSet") => 220,
+        ("batch/v1", "Job") => 228,
+        ("batch/v1", "CronJob") => 239,
+        ("networking.k8s.io/v1", "Ingress") => 243,
+        ("networking.k8s.io/v1", "IngressClass") => 257,
+        ("discovery.k8s.io/v1", "EndpointSlice") => 260,
+        ("rbac.authorization.k8s.io/v1", "Role") => 267,
+        ("rbac.authorization.k8s.io/v1", "RoleBinding") => 269,
+        ("rbac.authorization.k8s.io/v1", "ClusterRole") => 272,
+        ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => 274,
+        ("coordination.k8s.io/v1", "Lease") => 275,
+        ("node.k8s.io/v1", "RuntimeClass") => 277,
+        ("authorization.k8s.io/v1", "SelfSubjectAccessReview") => 280,
+        ("authorization.k8s.io/v1", "SelfSubjectRulesReview") => 288,
+        ("authentication.k8s.io/v1", "TokenRequest") => 293,
+        ("autoscaling/v1", "Scale") => 297,
+        ("policy/v1", "PodDisruptionBudget") => 300,
+        ("policy/v1", "Eviction") => 303,
+        ("scheduling.k8s.io/v1", "PriorityClass") => 306,
+        (_, "DeleteOptions") => 304,
         _ => return None,
     })
 }
