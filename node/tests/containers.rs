@@ -645,10 +645,22 @@ async fn container_pods_run_on_runc() {
     assert_eq!(affinity, "vm");
     kubectl_ok(&m, &["delete", "pod", "store-0", "--wait"], None);
     runs("store-0\nstore-0\n").await;
-    // The claim outlives the set; deleting it deletes the volume and, on
-    // the node, its directory (reclaim policy Delete).
+    // A claim that a running pod uses is kept (in-use protection) until
+    // the pod is gone; then the volume is deleted and, on the node, its
+    // directory (reclaim policy Delete).
+    kubectl_ok(&m, &["delete", "pvc", "data-store-0", "--wait=false"], None);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let held = jsonpath(
+        &m,
+        &["get", "pvc", "data-store-0"],
+        "{.metadata.finalizers} {.status.phase}",
+    );
+    assert!(
+        held.contains("kubernetes.io/pvc-protection") && held.ends_with("Bound"),
+        "{held}"
+    );
+    assert!(std::path::Path::new(&dir).join("runs").is_file(), "{dir}");
     kubectl_ok(&m, &["delete", "statefulset", "store", "--wait"], None);
-    kubectl_ok(&m, &["delete", "pvc", "data-store-0", "--wait"], None);
     wait_for(
         "the volume to be reclaimed",
         Duration::from_secs(40),

@@ -820,6 +820,24 @@ async fn create(
     if t.res.kind == "PersistentVolumeClaim" {
         admit_default_storage_class(objects, &mut obj).await?;
     }
+    // Storage object in-use protection: a claim a pod uses, or a volume
+    // bound to a claim, waits for that to end before it goes.
+    let protection = match t.res.kind {
+        "PersistentVolumeClaim" => Some(crate::controllers::volumes::PVC_PROTECTION),
+        "PersistentVolume" => Some(crate::controllers::volumes::PV_PROTECTION),
+        _ => None,
+    };
+    if let Some(f) = protection {
+        let list = obj["metadata"]["finalizers"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if !list.iter().any(|x| x == f) {
+            let mut list = list;
+            list.push(json!(f));
+            obj["metadata"]["finalizers"] = json!(list);
+        }
+    }
     if t.res.kind == "Ingress" {
         admit_default_ingress_class(objects, &mut obj).await?;
     }

@@ -16,6 +16,10 @@
 //!   policy a volume made here is deleted (its node's agent removes the
 //!   directory), with `Retain` it stays for an administrator.
 //!
+//! In-use protection: a claim keeps [`PVC_PROTECTION`] until no pod that
+//! may still run uses it, a volume [`PV_PROTECTION`] until no claim is bound
+//! to it, so neither goes from under a running pod.
+//!
 //! Status: claims `Pending` → `Bound` (capacity and access modes from the
 //! volume) or `Lost` when their volume disappears; volumes `Available` →
 //! `Bound` → `Released`.
@@ -40,6 +44,10 @@ pub const PROVISIONER: &str = "skiff.dev/local-path";
 pub const LOCAL_PATH_CLASS: &str = "local-path";
 /// On a Node: the directory its agent keeps provisioned volumes in.
 pub const ANNOTATION_STORAGE: &str = "skiff.dev/local-storage";
+/// Kubernetes' storage object in-use protection: a claim keeps this
+/// finalizer while a pod uses it, a volume while it is bound.
+pub const PVC_PROTECTION: &str = "kubernetes.io/pvc-protection";
+pub const PV_PROTECTION: &str = "kubernetes.io/pv-protection";
 /// On a PV made here: who made it (Kubernetes' annotation).
 const ANNOTATION_PROVISIONED_BY: &str = "pv.kubernetes.io/provisioned-by";
 /// On a claim bound here, as Kubernetes marks it.
@@ -133,18 +141,19 @@ pub async fn run(client: Client, stop: watch::Receiver<bool>) {
             })
         },
         {
-            // A pod scheduled with a claim it waits for.
+            // A pod scheduled with a claim it waits for, or done with a
+            // claim that is being deleted.
             let ctx = ctx.clone();
             let mut rx = pods.subscribe();
             tokio::spawn(async move {
                 while let Some(ev) = rx.recv().await {
-                    if let Event::Applied { new, .. } = &*ev
-                        && new.spec.as_ref().is_some_and(|s| s.node_name.is_some())
-                    {
-                        let ns = new.metadata.namespace.clone().unwrap_or_default();
-                        for claim in claims_of(new) {
-                            ctx.queue.add(format!("{ns}/{claim}"));
-                        }
+                    let pod = match &*ev {
+                        Event::Applied { new, .. } => new,
+                        Event::Deleted(p) => p,
+                    };
+                    let ns = pod.metadata.namespace.clone().unwrap_or_default();
+                    for claim in claims_of(pod) {
+                        ctx.queue.add(format!("{ns}/{claim}"));
                     }
                 }
             })
@@ -331,6 +340,19 @@ async fn sync_claim(
     let ns = c.metadata.namespace.clone().unwrap_or_default();
     let name = c.metadata.name.clone().unwrap_or_default();
     if c.metadata.deletion_timestamp.is_some() {
+        // It goes once no pod that may still run uses it.
+        let in_use = ctx.pods.list().iter().any(|p| {
+            p.metadata.namespace.as_deref() == Some(ns.as_str())
+                && !matches!(
+                    p.status.as_ref().and_then(|s| s.phase.as_deref()),
+                    Some("Succeeded" | "Failed")
+                )
+                && claims_of(p).contains(&name)
+        });
+        if !in_use {
+            let claims: Api<PersistentVolumeClaim> = Api::namespaced(&ctx.client, &ns);
+            release_finalizer(&claims, &c.metadata, PVC_PROTECTION).await?;
+        }
         return Ok(None);
     }
     let bound_to = c.spec.as_ref().and_then(|s| s.volume_name.clone());
@@ -640,8 +662,60 @@ async fn set_volume_phase(
         .map(|_| ())
 }
 
+/// Takes finalizer `f` off an object being deleted (the API server then
+/// completes the deletion if it was the last).
+async fn release_finalizer<K>(
+    api: &Api<K>,
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    f: &str,
+) -> Result<(), client::Error>
+where
+    K: client::Object,
+{
+    let list = meta.finalizers.clone().unwrap_or_default();
+    if !list.iter().any(|x| x == f) {
+        return Ok(());
+    }
+    let rest: Vec<&String> = list.iter().filter(|x| *x != f).collect();
+    let patch = json!({"metadata": {
+        "resourceVersion": meta.resource_version,
+        "finalizers": rest,
+    }});
+    match api
+        .patch(
+            meta.name.as_deref().unwrap_or_default(),
+            PatchType::Merge,
+            &patch,
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.is_not_found() => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 async fn sync_volume(ctx: &Ctx, v: &PersistentVolume) -> Result<Option<Duration>, client::Error> {
     if v.metadata.deletion_timestamp.is_some() {
+        // It goes once no claim is bound to it.
+        let bound = phase_of_volume(v) == "Bound"
+            && v.spec
+                .as_ref()
+                .and_then(|s| s.claim_ref.as_ref())
+                .is_some_and(|r| {
+                    let key = format!(
+                        "{}/{}",
+                        r.namespace.as_deref().unwrap_or_default(),
+                        r.name.as_deref().unwrap_or_default()
+                    );
+                    ctx.claims
+                        .get(&key)
+                        .is_some_and(|c| r.uid.is_none() || c.metadata.uid == r.uid)
+                });
+        if !bound {
+            let volumes: Api<PersistentVolume> = Api::all(&ctx.client);
+            release_finalizer(&volumes, &v.metadata, PV_PROTECTION).await?;
+        }
         return Ok(None);
     }
     let spec = v.spec.clone().unwrap_or_default();
