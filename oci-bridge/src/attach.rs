@@ -27,7 +27,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use parking_lot::Mutex;
 use rustix::process::Pid;
-use skiff_sdk::runtime::{ContainerId, ContainerState, Interactive, LogStream, RuntimeError};
+use skiff_sdk::runtime::{ContainerId, Interactive, LogStream, RuntimeError};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
@@ -176,22 +176,14 @@ impl OciRuntime {
         id: &ContainerId,
         opts: ExecOptions,
     ) -> Result<ExecSession, RuntimeError> {
-        let c = self.get(id)?;
-        let not_running = || RuntimeError::InvalidSpec {
-            id: id.clone(),
-            field: "attach",
-            message: "the container is not running".into(),
-        };
-        if !matches!(&*c.state.borrow(), ContainerState::Running { .. }) {
-            return Err(not_running());
-        }
+        let c = self.running(id, "attach")?;
         let console = &c.console;
         let mut live = console
             .live
             .lock()
             .as_ref()
             .map(broadcast::Sender::subscribe)
-            .ok_or_else(not_running)?;
+            .ok_or_else(|| crate::runtime::not_running(id, "attach"))?;
         let (output_tx, output) = mpsc::channel(16);
         let (hangup_tx, mut hangup_rx) = oneshot::channel::<()>();
         let (exit_tx, exit) = oneshot::channel();

@@ -633,14 +633,7 @@ impl OciRuntime {
         id: &ContainerId,
         command: &[String],
     ) -> Result<Arc<Container>, RuntimeError> {
-        let c = self.get(id)?;
-        if !matches!(&*c.state.borrow(), ContainerState::Running { .. }) {
-            return Err(RuntimeError::InvalidSpec {
-                id: id.clone(),
-                field: "exec",
-                message: "the container is not running".into(),
-            });
-        }
+        let c = self.running(id, "exec")?;
         if command.is_empty() {
             return Err(RuntimeError::InvalidSpec {
                 id: id.clone(),
@@ -651,20 +644,28 @@ impl OciRuntime {
         Ok(c)
     }
 
+    /// The container `id` if it is running; else what `field` (the
+    /// operation) cannot do.
+    pub(crate) fn running(
+        &self,
+        id: &ContainerId,
+        field: &'static str,
+    ) -> Result<Arc<Container>, RuntimeError> {
+        let c = self.get(id)?;
+        if matches!(&*c.state.borrow(), ContainerState::Running { .. }) {
+            Ok(c)
+        } else {
+            Err(not_running(id, field))
+        }
+    }
+
     /// The PID namespace of the running container `id`
     /// (`/proc/PID/ns/pid`), for another container to join.
     pub fn pid_namespace(&self, id: &ContainerId) -> Result<PathBuf, RuntimeError> {
-        let c = self.get(id)?;
-        let not_running = || RuntimeError::InvalidSpec {
-            id: id.clone(),
-            field: "pid namespace",
-            message: "the container is not running".into(),
-        };
-        if !matches!(&*c.state.borrow(), ContainerState::Running { .. }) {
-            return Err(not_running());
-        }
-        let pid = std::fs::read_to_string(c.dir.join("pid")).map_err(|_| not_running())?;
-        let pid: u32 = pid.trim().parse().map_err(|_| not_running())?;
+        const FIELD: &str = "pid namespace";
+        let c = self.running(id, FIELD)?;
+        let pid = std::fs::read_to_string(c.dir.join("pid")).map_err(|_| not_running(id, FIELD))?;
+        let pid: u32 = pid.trim().parse().map_err(|_| not_running(id, FIELD))?;
         Ok(PathBuf::from(format!("/proc/{pid}/ns/pid")))
     }
 
@@ -776,6 +777,14 @@ fn open_log(path: &Path) -> Result<SharedLog, RuntimeError> {
         .open(path)
         .map_err(io_err(format!("opening {}", path.display())))?;
     Ok(Arc::new(Mutex::new(file)))
+}
+
+pub(crate) fn not_running(id: &ContainerId, field: &'static str) -> RuntimeError {
+    RuntimeError::InvalidSpec {
+        id: id.clone(),
+        field,
+        message: "the container is not running".into(),
+    }
 }
 
 /// Copies one of the container's streams into the CRI log, a line at a
