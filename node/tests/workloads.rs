@@ -1549,6 +1549,49 @@ async fn priority_classes_and_preemption_around_budgets() {
     )
     .await;
 
+    // A claim's spec is fixed once made (no provisioner here can resize).
+    let (ok, _, err) = k
+        .kubectl(
+            &["apply", "-f", "-"],
+            Some(
+                "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: keep, namespace: crowd}\n\
+                 spec: {storageClassName: manual, accessModes: [ReadWriteOnce], \
+                 resources: {requests: {storage: 1Gi}}}\n",
+            ),
+        )
+        .await;
+    assert!(ok, "{err}");
+    refused(
+        &[
+            "patch",
+            "pvc",
+            "keep",
+            "-n",
+            "crowd",
+            "--type=merge",
+            "-p",
+            r#"{"spec": {"resources": {"requests": {"storage": "2Gi"}}}}"#,
+        ],
+        None,
+        "only dynamically provisioned pvc can be resized",
+    )
+    .await;
+    refused(
+        &[
+            "patch",
+            "pvc",
+            "keep",
+            "-n",
+            "crowd",
+            "--type=merge",
+            "-p",
+            r#"{"spec": {"accessModes": ["ReadWriteMany"]}}"#,
+        ],
+        None,
+        "spec: Forbidden: spec is immutable after creation",
+    )
+    .await;
+
     // kubectl drain cordons the node, then evicts through the budget,
     // which still allows nothing once db runs (a Pending pod, as in
     // Kubernetes, is evicted whatever its budget): db stays, and drain

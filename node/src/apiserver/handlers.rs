@@ -1023,7 +1023,7 @@ async fn update(
             }
         }
     }
-    if t.res.kind == "Pod" && !status_only {
+    if matches!(t.res.kind, "Pod" | "PersistentVolumeClaim") && !status_only {
         // Kubernetes defaults what an update leaves out before comparing.
         validate::default(t.res, &mut obj);
     }
@@ -1037,6 +1037,16 @@ async fn update(
     if t.res.kind == "Pod"
         && part == Part::Whole
         && let Err(cause) = super::lifecycle::check_pod_update(&current, &obj)
+    {
+        return Err(ApiError::invalid(
+            t.res.group,
+            t.res.kind,
+            &name,
+            vec![cause],
+        ));
+    }
+    if t.res.kind == "PersistentVolumeClaim"
+        && let Err(cause) = super::lifecycle::check_claim_update(&current, &obj)
     {
         return Err(ApiError::invalid(
             t.res.group,

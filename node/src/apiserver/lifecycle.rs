@@ -394,6 +394,40 @@ async fn empty_namespace(objects: &Objects, ns: &str) -> Result<(), ApiError> {
 /// What Kubernetes lets a pod update change in its spec.
 const UPDATABLE_POD_FIELDS: &str = "`spec.containers[*].image`,`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)";
 
+/// Kubernetes' claim update rule: the spec is fixed once created, but for
+/// the volume it is bound to (set once, by the binder). Resizing is refused
+/// as for a class that does not allow expansion: no provisioner here can
+/// grow a volume.
+pub fn check_claim_update(old: &Value, new: &Value) -> Result<(), Cause> {
+    let (o, n) = (&old["spec"], &new["spec"]);
+    if o == n {
+        return Ok(());
+    }
+    let storage = |s: &Value| s["resources"]["requests"]["storage"].clone();
+    if storage(o) != storage(n) {
+        return Err(Cause::forbidden(
+            "spec.resources.requests.storage",
+            "Forbidden: only dynamically provisioned pvc can be resized and the storageclass that provisions the pvc must support resize",
+        ));
+    }
+    let mut allowed = o.clone();
+    if o["volumeName"].as_str().is_none_or(str::is_empty) {
+        allowed["volumeName"] = n["volumeName"].clone();
+        if n["volumeName"].is_null()
+            && let Some(m) = allowed.as_object_mut()
+        {
+            m.remove("volumeName");
+        }
+    }
+    if allowed == *n {
+        return Ok(());
+    }
+    Err(Cause::forbidden(
+        "spec",
+        "Forbidden: spec is immutable after creation except resources.requests and volumeAttributesClassName for bound claims",
+    ))
+}
+
 /// Kubernetes' rule for `pods/NAME/ephemeralcontainers`: ephemeral
 /// containers may be added, never changed or taken away (they may have run).
 pub fn check_ephemeral_update(old: &Value, new: &Value) -> Vec<Cause> {
