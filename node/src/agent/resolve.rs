@@ -85,34 +85,32 @@ impl Lookup {
             .await
             .map_err(|e| format!("getting persistentvolume {volume:?}: {e}"))?;
         let spec = pv.spec.unwrap_or_default();
-        if let Some(hp) = spec.host_path {
-            let p = PathBuf::from(&hp.path);
-            // As containerd makes a missing bind source: a volume with no
-            // type, or `DirectoryOrCreate`, is made if absent.
-            if matches!(hp.type_.as_deref(), None | Some("" | "DirectoryOrCreate")) && !p.exists() {
-                mkdir(&p)?;
+        let p = match (spec.host_path, spec.local) {
+            (Some(hp), _) => {
+                let p = PathBuf::from(&hp.path);
+                // As containerd makes a missing bind source: a volume with
+                // no type, or `DirectoryOrCreate`, is made if absent.
+                if matches!(hp.type_.as_deref(), None | Some("" | "DirectoryOrCreate"))
+                    && !p.exists()
+                {
+                    mkdir(&p)?;
+                }
+                p
             }
-            if !p.is_dir() {
+            (None, Some(local)) => PathBuf::from(&local.path),
+            (None, None) => {
                 return Err(format!(
-                    "persistentvolume {volume:?}: {} is not a directory on this node",
-                    p.display()
+                    "persistentvolume {volume:?}: only hostPath and local volumes are supported on this node"
                 ));
             }
-            return Ok(p);
+        };
+        if !p.is_dir() {
+            return Err(format!(
+                "persistentvolume {volume:?}: {} is not a directory on this node",
+                p.display()
+            ));
         }
-        if let Some(local) = spec.local {
-            let p = PathBuf::from(&local.path);
-            if !p.is_dir() {
-                return Err(format!(
-                    "persistentvolume {volume:?}: {} is not a directory on this node",
-                    p.display()
-                ));
-            }
-            return Ok(p);
-        }
-        Err(format!(
-            "persistentvolume {volume:?}: only hostPath and local volumes are supported on this node"
-        ))
+        Ok(p)
     }
 
     async fn configmap(&mut self, name: &str) -> Result<Option<Arc<ConfigMap>>, String> {

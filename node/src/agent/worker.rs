@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
-use k8s_openapi::api::core::v1::{Container, Pod};
+use k8s_openapi::api::core::v1::{Container, EphemeralContainer, Pod};
 use serde_json::Value;
 use skiff_sdk::client::{Api, DeleteParams, PatchType};
 use skiff_sdk::runtime::{
@@ -166,13 +166,8 @@ impl Worker {
             });
         }
         for c in spec.ephemeral_containers.iter().flatten() {
-            let image = c.image.clone().unwrap_or_default();
-            let mut r = match find(&status.ephemeral_container_statuses, &c.name) {
-                Some(s) => Record::seeded(&c.name, &image, false, &s, now),
-                None => Record::new(&c.name, &image, false),
-            };
-            r.ephemeral = true;
-            records.push(r);
+            let seen = find(&status.ephemeral_container_statuses, &c.name);
+            records.push(ephemeral_record(c, seen.as_ref(), now));
         }
         let adopted_terminal = status
             .phase
@@ -279,9 +274,8 @@ impl Worker {
             if self.records.iter().any(|r| r.ephemeral && r.name == c.name) {
                 continue;
             }
-            let mut r = Record::new(&c.name, c.image.as_deref().unwrap_or_default(), false);
-            r.ephemeral = true;
-            self.records.push(r);
+            self.records
+                .push(ephemeral_record(c, None, SystemTime::now()));
             self.live.push(None);
         }
     }
@@ -294,13 +288,7 @@ impl Worker {
     /// last, as a container: the fields they share).
     fn container(&self, i: usize) -> Option<Container> {
         let spec = self.pod.spec.as_ref()?;
-        let r = self.records.get(i)?;
-        if r.ephemeral {
-            let e = spec
-                .ephemeral_containers
-                .iter()
-                .flatten()
-                .find(|e| e.name == r.name)?;
+        if let Some(e) = self.ephemeral_spec(i) {
             let mut v = serde_json::to_value(e).ok()?;
             v.as_object_mut()?.remove("targetContainerName");
             return serde_json::from_value(v).ok();
@@ -316,6 +304,14 @@ impl Worker {
     /// The container an ephemeral container `i` shares processes with
     /// (`targetContainerName`), if any.
     fn target_of(&self, i: usize) -> Option<String> {
+        self.ephemeral_spec(i)?
+            .target_container_name
+            .clone()
+            .filter(|t| !t.is_empty())
+    }
+
+    /// The spec of container `i` if it is an ephemeral one.
+    fn ephemeral_spec(&self, i: usize) -> Option<&EphemeralContainer> {
         let r = self.records.get(i).filter(|r| r.ephemeral)?;
         self.pod
             .spec
@@ -323,10 +319,7 @@ impl Worker {
             .ephemeral_containers
             .iter()
             .flatten()
-            .find(|e| e.name == r.name)?
-            .target_container_name
-            .clone()
-            .filter(|t| !t.is_empty())
+            .find(|e| e.name == r.name)
     }
 
     fn field_path(&self, i: usize) -> String {
@@ -1324,6 +1317,22 @@ impl Worker {
             }
         }
     }
+}
+
+/// The record of ephemeral container `c`, from what the API last said of
+/// it (`seen`) when there is something.
+fn ephemeral_record(
+    c: &EphemeralContainer,
+    seen: Option<&k8s_openapi::api::core::v1::ContainerStatus>,
+    now: SystemTime,
+) -> Record {
+    let image = c.image.as_deref().unwrap_or_default();
+    let mut r = match seen {
+        Some(s) => Record::seeded(&c.name, image, false, s, now),
+        None => Record::new(&c.name, image, false),
+    };
+    r.ephemeral = true;
+    r
 }
 
 /// Whether the pod runs on the wasm runtime (`runtimeClassName: wasm`).

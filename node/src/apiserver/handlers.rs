@@ -375,6 +375,9 @@ async fn admit_default_storage_class(objects: &Objects, claim: &mut Value) -> Re
     Ok(())
 }
 
+/// A kind's rule for what an update may change (old, new).
+type UpdateRule = fn(&Value, &Value) -> Result<(), Cause>;
+
 /// A pod's subresource for adding ephemeral containers (`kubectl debug`).
 const EPHEMERAL: &str = "ephemeralcontainers";
 
@@ -828,12 +831,11 @@ async fn create(
         _ => None,
     };
     if let Some(f) = protection {
-        let list = obj["metadata"]["finalizers"]
+        let mut list = obj["metadata"]["finalizers"]
             .as_array()
             .cloned()
             .unwrap_or_default();
         if !list.iter().any(|x| x == f) {
-            let mut list = list;
             list.push(json!(f));
             obj["metadata"]["finalizers"] = json!(list);
         }
@@ -1034,19 +1036,14 @@ async fn update(
             return Err(ApiError::invalid(t.res.group, t.res.kind, &name, causes));
         }
     }
-    if t.res.kind == "Pod"
-        && part == Part::Whole
-        && let Err(cause) = super::lifecycle::check_pod_update(&current, &obj)
-    {
-        return Err(ApiError::invalid(
-            t.res.group,
-            t.res.kind,
-            &name,
-            vec![cause],
-        ));
-    }
-    if t.res.kind == "PersistentVolumeClaim"
-        && let Err(cause) = super::lifecycle::check_claim_update(&current, &obj)
+    // What an update of the object itself may change, per kind.
+    let rule: Option<UpdateRule> = match (t.res.kind, part) {
+        ("Pod", Part::Whole) => Some(super::lifecycle::check_pod_update),
+        ("PersistentVolumeClaim", _) => Some(super::lifecycle::check_claim_update),
+        _ => None,
+    };
+    if let Some(rule) = rule
+        && let Err(cause) = rule(&current, &obj)
     {
         return Err(ApiError::invalid(
             t.res.group,

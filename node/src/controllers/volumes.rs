@@ -27,7 +27,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::core::v1::{
+    Node, ObjectReference, PersistentVolume, PersistentVolumeClaim, Pod,
+};
 use k8s_openapi::api::storage::v1::StorageClass;
 use serde_json::{Value, json};
 use skiff_sdk::client::informer::{Event, Informer, Store};
@@ -128,12 +130,8 @@ pub async fn run(client: Client, stop: watch::Receiver<bool>) {
                             requeue_pending(&ctx);
                         }
                         Event::Deleted(v) => {
-                            if let Some(c) = v.spec.as_ref().and_then(|s| s.claim_ref.as_ref()) {
-                                ctx.queue.add(format!(
-                                    "{}/{}",
-                                    c.namespace.as_deref().unwrap_or_default(),
-                                    c.name.as_deref().unwrap_or_default()
-                                ));
+                            if let Some(r) = v.spec.as_ref().and_then(|s| s.claim_ref.as_ref()) {
+                                ctx.queue.add(claim_key(r));
                             }
                         }
                     }
@@ -662,6 +660,23 @@ async fn set_volume_phase(
         .map(|_| ())
 }
 
+/// The `namespace/name` key of the claim a volume's `claimRef` names.
+fn claim_key(r: &ObjectReference) -> String {
+    format!(
+        "{}/{}",
+        r.namespace.as_deref().unwrap_or_default(),
+        r.name.as_deref().unwrap_or_default()
+    )
+}
+
+/// The claim a volume's `claimRef` names, if it is still that claim (a
+/// reference without a uid is a pre-binding: the claim of that name).
+fn referenced_claim(ctx: &Ctx, r: &ObjectReference) -> Option<Arc<PersistentVolumeClaim>> {
+    ctx.claims
+        .get(&claim_key(r))
+        .filter(|c| r.uid.is_none() || c.metadata.uid == r.uid)
+}
+
 /// Takes finalizer `f` off an object being deleted (the API server then
 /// completes the deletion if it was the last).
 async fn release_finalizer<K>(
@@ -702,16 +717,7 @@ async fn sync_volume(ctx: &Ctx, v: &PersistentVolume) -> Result<Option<Duration>
             && v.spec
                 .as_ref()
                 .and_then(|s| s.claim_ref.as_ref())
-                .is_some_and(|r| {
-                    let key = format!(
-                        "{}/{}",
-                        r.namespace.as_deref().unwrap_or_default(),
-                        r.name.as_deref().unwrap_or_default()
-                    );
-                    ctx.claims
-                        .get(&key)
-                        .is_some_and(|c| r.uid.is_none() || c.metadata.uid == r.uid)
-                });
+                .is_some_and(|r| referenced_claim(ctx, r).is_some());
         if !bound {
             let volumes: Api<PersistentVolume> = Api::all(&ctx.client);
             release_finalizer(&volumes, &v.metadata, PV_PROTECTION).await?;
@@ -725,15 +731,7 @@ async fn sync_volume(ctx: &Ctx, v: &PersistentVolume) -> Result<Option<Duration>
         }
         return Ok(None);
     };
-    let key = format!(
-        "{}/{}",
-        r.namespace.as_deref().unwrap_or_default(),
-        r.name.as_deref().unwrap_or_default()
-    );
-    let claim = ctx.claims.get(&key);
-    let claimed = claim
-        .as_ref()
-        .is_some_and(|c| r.uid.is_none() || c.metadata.uid == r.uid);
+    let claimed = referenced_claim(ctx, r).is_some();
     if claimed || r.uid.is_none() {
         // Bound, or pre-bound and waiting for its claim.
         if r.uid.is_none() && phase_of_volume(v) != "Available" && !claimed {
